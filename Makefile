@@ -1,0 +1,62 @@
+# One command set for developers, the README and CI (.ci/run calls `make test`).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium
+EXTRAS := offline,synth,eval,index,serve,train,dev
+
+.PHONY: all venv apt test test-all test-slow lint format typecheck demo bench clean
+
+all: test
+
+# --- set-up (idempotent) -------------------------------------------------------------------
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU build of torch first, so nothing pulls a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# --- checks ---------------------------------------------------------------------------------
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: venv
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: apt venv lint typecheck
+	$(BIN)/python -m pytest -q
+
+test-slow: apt venv
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: apt venv
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# --- the main job ---------------------------------------------------------------------------
+demo: apt venv
+	$(BIN)/musicsearch demo $(DEMO_ARGS)
+
+bench: venv
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
