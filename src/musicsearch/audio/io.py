@@ -1,0 +1,309 @@
+"""Decode audio files to mono float32 waveforms at 16 kHz.
+
+Decoding goes through libsndfile (via ``soundfile``), which reads WAV, FLAC, AIFF, Ogg/Vorbis, Ogg/Opus and MP3.
+Formats it cannot read (M4A/AAC, WMA) fall back to an ``ffmpeg`` subprocess when ``ffmpeg`` and ``ffprobe`` are
+on ``PATH``. ``.npy`` files holding a 16 kHz float waveform (the layout of the ECALS release) load directly.
+
+Every waveform returned is ``(T,)`` float32, mono (channels averaged), finite, at the requested rate (resampled
+with soxr, quality ``"HQ"``, when the file's rate differs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from musicsearch.errors import AudioError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FFMPEG_EXTENSIONS",
+    "NPY_SAMPLE_RATE",
+    "SOUNDFILE_EXTENSIONS",
+    "AudioInfo",
+    "audio_info",
+    "ffmpeg_available",
+    "load_audio",
+    "resample",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Suffixes libsndfile 1.2 decodes.
+SOUNDFILE_EXTENSIONS: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
+#: Suffixes only the ``ffmpeg`` fallback decodes.
+FFMPEG_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".wma"})
+#: Suffixes ``musicsearch scan`` collects (lower case). ``.npy`` arrays load with :func:`load_audio` but are not
+#: scanned for, since a folder of arrays is not necessarily a folder of waveforms.
+AUDIO_EXTENSIONS: frozenset[str] = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+#: The sample rate a ``.npy`` waveform is assumed to have (the ECALS release stores 16 kHz mono float32).
+NPY_SAMPLE_RATE = 16000
+
+_FIX_HINT = "convert it to FLAC or WAV (e.g. `ffmpeg -i IN OUT.flac`) or install ffmpeg"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header without decoding.
+
+    Attributes:
+        duration: length in seconds (``frames / sample_rate``).
+        sample_rate: samples per second of the stored audio.
+        channels: number of channels.
+        format: container name, e.g. ``"FLAC"``, ``"OGG"``, ``"MP3"``, ``"NPY"`` or ffmpeg's format name.
+        frames: number of samples per channel.
+    """
+
+    duration: float
+    sample_rate: int
+    channels: int
+    format: str
+    frames: int
+
+
+def ffmpeg_available() -> bool:
+    """Whether the ``ffmpeg`` fallback can run (both ``ffmpeg`` and ``ffprobe`` are on ``PATH``)."""
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def _check_file(path: Path) -> None:
+    """Raise :class:`AudioError` if ``path`` is missing, not a file, or empty."""
+    if not path.exists():
+        raise AudioError(
+            f"audio file {path} does not exist; check the path (manifest paths are relative to the manifest)"
+        )
+    if not path.is_file():
+        raise AudioError(f"audio path {path} is not a file; give the path of an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"audio file {path} is empty (0 bytes); re-export or re-download it, or remove it")
+
+
+def _unreadable(path: Path, reason: str) -> AudioError:
+    """The error for a file neither libsndfile nor ffmpeg could decode."""
+    suffix = path.suffix.lower()
+    if suffix in FFMPEG_EXTENSIONS and not ffmpeg_available():
+        return AudioError(
+            f"cannot decode {path}: {suffix} files need ffmpeg, which is not installed; "
+            f"install ffmpeg (e.g. `apt-get install ffmpeg`) or convert the file to FLAC or WAV"
+        )
+    return AudioError(
+        f"cannot decode {path} ({reason}); the file may be corrupt or in an unsupported format: {_FIX_HINT}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------- .npy arrays
+def _open_npy(path: Path) -> np.ndarray:
+    """Memory-map a ``.npy`` waveform, checking it is a 1-D or channel-first 2-D float array."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise AudioError(f"cannot read {path} as a NumPy array ({exc}); re-create it with numpy.save") from None
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise AudioError(f"{path} holds a {arr.dtype} array; a .npy waveform must be float (16 kHz, -1..1)")
+    if arr.ndim == 2 and arr.shape[0] < arr.shape[1]:
+        return arr  # (C, T) channel-first
+    if arr.ndim != 1:
+        raise AudioError(f"{path} holds an array of shape {arr.shape}; a .npy waveform must be (T,) or (C, T)")
+    return arr
+
+
+def _read_npy(path: Path, offset: float | None, duration: float | None) -> tuple[np.ndarray, int]:
+    """Read a ``.npy`` waveform as ``(T, C)`` float32 at :data:`NPY_SAMPLE_RATE`."""
+    arr = _open_npy(path)
+    total = arr.shape[-1]
+    start = 0 if offset is None else round(offset * NPY_SAMPLE_RATE)
+    if total and start >= total:
+        raise AudioError(f"offset {offset} s is past the end of {path} ({total / NPY_SAMPLE_RATE:.2f} s)")
+    stop = total if duration is None else min(total, start + max(1, round(duration * NPY_SAMPLE_RATE)))
+    seg = np.asarray(arr[..., start:stop], dtype=np.float32)
+    frames = seg.reshape(1, -1) if seg.ndim == 1 else seg
+    return np.ascontiguousarray(frames.T), NPY_SAMPLE_RATE  # (T, C)
+
+
+# --------------------------------------------------------------------------------------------------- ffmpeg
+def _ffprobe(path: Path) -> AudioInfo:
+    """Read the first audio stream's header with ``ffprobe``."""
+    cmd = [
+        "ffprobe", "-v", "error", "-select_streams", "a:0",
+        "-show_entries", "stream=sample_rate,channels,duration:format=duration,format_name",
+        "-of", "json", str(path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, check=False, timeout=60)
+    if proc.returncode != 0:
+        raise _unreadable(path, "ffprobe: " + proc.stderr.decode(errors="replace").strip()[:300])
+    try:
+        meta = json.loads(proc.stdout)
+        stream = meta["streams"][0]
+        fmt = meta.get("format", {})
+        sr = int(stream["sample_rate"])
+        channels = int(stream["channels"])
+        duration = float(stream.get("duration") or fmt.get("duration"))
+    except (KeyError, IndexError, TypeError, ValueError, json.JSONDecodeError):
+        raise _unreadable(path, "ffprobe found no audio stream") from None
+    return AudioInfo(
+        duration=duration,
+        sample_rate=sr,
+        channels=channels,
+        format=str(fmt.get("format_name", path.suffix.lstrip(".").upper())),
+        frames=round(duration * sr),
+    )
+
+
+def _read_ffmpeg(path: Path, offset: float | None, duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode with an ``ffmpeg`` subprocess to ``(T, C)`` float32 at the file's own rate."""
+    info = _ffprobe(path)
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
+    if offset:
+        cmd += ["-ss", f"{offset:.6f}"]
+    cmd += ["-i", str(path)]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.6f}"]
+    cmd += ["-map", "0:a:0", "-ac", str(info.channels), "-ar", str(info.sample_rate)]
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False, timeout=600)
+    if proc.returncode != 0:
+        raise _unreadable(path, "ffmpeg: " + proc.stderr.decode(errors="replace").strip()[:300])
+    data = np.frombuffer(proc.stdout, dtype="<f4")
+    usable = data.size - data.size % info.channels
+    return data[:usable].reshape(-1, info.channels), info.sample_rate
+
+
+# --------------------------------------------------------------------------------------------------- soundfile
+def _read_soundfile(path: Path, offset: float | None, duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode with libsndfile to ``(T, C)`` float32, reading only the frames asked for."""
+    with sf.SoundFile(str(path)) as f:
+        sr = int(f.samplerate)
+        total = int(f.frames)
+        start = 0 if offset is None else round(offset * sr)
+        if total and start >= total:
+            raise AudioError(f"offset {offset} s is past the end of {path} ({total / sr:.2f} s)")
+        n = -1 if duration is None else max(1, round(duration * sr))
+        if start:
+            f.seek(start)
+        return f.read(frames=n, dtype="float32", always_2d=True), sr
+
+
+def _validate_request(path: Path, sample_rate: int, offset: float | None, duration: float | None) -> None:
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise AudioError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r} for {path}")
+    if offset is not None and not (np.isfinite(offset) and offset >= 0):
+        raise AudioError(f"offset must be a non-negative number of seconds, got {offset!r} for {path}")
+    if duration is not None and not (np.isfinite(duration) and duration > 0):
+        raise AudioError(f"duration must be a positive number of seconds, got {duration!r} for {path}")
+
+
+def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Resample a waveform with soxr (quality ``"HQ"``).
+
+    Args:
+        wave: ``(T,)`` or ``(T, C)`` float waveform at ``orig_rate`` Hz.
+        orig_rate: its sample rate in Hz.
+        target_rate: the wanted sample rate in Hz.
+
+    Returns:
+        ``(T',)`` or ``(T', C)`` float32 at ``target_rate``, ``T' ≈ T * target_rate / orig_rate``; the input
+        itself (as float32) when the rates are equal.
+    """
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    if orig_rate == target_rate or wave.shape[0] == 0:
+        return wave
+    return np.asarray(soxr.resample(wave, orig_rate, target_rate, quality="HQ"), dtype=np.float32)
+
+
+def load_audio(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int = 16000,
+    offset: float | None = None,
+    duration: float | None = None,
+) -> np.ndarray:
+    """Decode an audio file (or a part of it) to a mono float32 waveform.
+
+    Args:
+        path: an audio file (see :data:`AUDIO_EXTENSIONS`), or a ``.npy`` float waveform stored at
+            :data:`NPY_SAMPLE_RATE` (``(T,)``, or ``(C, T)`` channel-first).
+        sample_rate: the rate of the returned waveform in Hz.
+        offset: where to start reading, in seconds from the file start (``None``: the start).
+        duration: how many seconds to read (``None``: to the end). Only these frames are decoded. Near the
+            end of the file the result is shorter than ``duration``; pad it with
+            :func:`musicsearch.audio.chunking.pad_to` if a fixed length is needed.
+
+    Returns:
+        ``(T,)`` float32 waveform at ``sample_rate`` Hz, channels averaged to mono, every sample finite.
+        Non-finite samples in the file (NaN/inf in float files) are replaced by 0 with a logged warning.
+
+    Raises:
+        AudioError: if the file is missing, empty (0 bytes), corrupt or in a format that cannot be decoded,
+            holds no samples, holds only non-finite samples, or ``offset`` is past its end. The message names
+            the file and says what to do.
+    """
+    p = Path(path)
+    _check_file(p)
+    _validate_request(p, sample_rate, offset, duration)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        frames, sr = _read_npy(p, offset, duration)
+    else:
+        try:
+            frames, sr = _read_soundfile(p, offset, duration)
+        except (sf.SoundFileError, RuntimeError) as exc:
+            if not ffmpeg_available():
+                raise _unreadable(p, f"libsndfile: {exc}") from None
+            logger.debug("libsndfile cannot read %s (%s); trying ffmpeg", p, exc)
+            frames, sr = _read_ffmpeg(p, offset, duration)
+    if frames.shape[0] == 0:
+        raise AudioError(f"audio file {p} holds no samples; re-export it or remove it from the corpus")
+    mono = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]  # (T,)
+    finite = np.isfinite(mono)
+    if not finite.all():
+        n_bad = int(mono.size - np.count_nonzero(finite))
+        if n_bad == mono.size:
+            raise AudioError(f"audio file {p} holds only NaN/inf samples; re-export it")
+        logger.warning("%s: replaced %d non-finite samples (NaN/inf) with 0", p, n_bad)
+        mono = np.where(finite, mono, np.float32(0.0))
+    return resample(mono, sr, int(sample_rate))
+
+
+def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
+    """Read duration, rate, channels and format from a file's header without decoding it.
+
+    Args:
+        path: an audio file or a ``.npy`` waveform (as for :func:`load_audio`).
+
+    Returns:
+        The file's :class:`AudioInfo`.
+
+    Raises:
+        AudioError: if the file is missing, empty, or its header cannot be read.
+    """
+    p = Path(path)
+    _check_file(p)
+    if p.suffix.lower() == ".npy":
+        arr = _open_npy(p)
+        frames = int(arr.shape[-1])
+        channels = 1 if arr.ndim == 1 else int(arr.shape[0])
+        return AudioInfo(frames / NPY_SAMPLE_RATE, NPY_SAMPLE_RATE, channels, "NPY", frames)
+    try:
+        info = sf.info(str(p))
+    except (sf.SoundFileError, RuntimeError) as exc:
+        if not ffmpeg_available():
+            raise _unreadable(p, f"libsndfile: {exc}") from None
+        return _ffprobe(p)
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"audio file {p} holds no samples; re-export it or remove it from the corpus")
+    return AudioInfo(
+        duration=info.frames / info.samplerate,
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        format=str(info.format),
+        frames=int(info.frames),
+    )
