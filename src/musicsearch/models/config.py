@@ -1,0 +1,157 @@
+"""Frozen dataclass configs; every checkpoint stores its :class:`ModelConfig` so it says how to rebuild itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from musicsearch.audio.features import MelConfig
+from musicsearch.errors import ConfigError
+
+Objective = Literal["contrastive", "triplet", "classification"]
+TextKind = Literal["transformer", "word_vectors", "none"]
+OBJECTIVES = ("contrastive", "triplet", "classification")
+TEXT_REPRESENTATIONS = ("tag", "sentence", "stochastic")
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    """The audio tower: mel front end, residual conv blocks, "cf" tokens, pre-norm transformer.
+
+    Attributes:
+        mel: front-end parameters.
+        window_samples: input window in samples at 16 kHz (9.91 s = 158,560 in the paper).
+        conv_channels: channels of every residual conv block.
+        n_conv_blocks: number of blocks, each followed by a 2x2 max-pool.
+        width: transformer width (the clip feature size).
+        depth: transformer layers.
+        heads: attention heads (``width`` must divide by it).
+        mlp_dim: feed-forward hidden size.
+        dropout: dropout in the transformer and after the positional embedding.
+        max_positions: slots of the learned positional table (CLS included).
+    """
+
+    mel: MelConfig = field(default_factory=MelConfig)
+    window_samples: int = 158_560
+    conv_channels: int = 128
+    n_conv_blocks: int = 4
+    width: int = 256
+    depth: int = 4
+    heads: int = 8
+    mlp_dim: int = 1024
+    dropout: float = 0.1
+    max_positions: int = 513
+
+    @property
+    def n_frames(self) -> int:
+        """Mel frames of one window (centred STFT)."""
+        return self.window_samples // self.mel.hop_length + 1
+
+    @property
+    def n_tokens(self) -> int:
+        """Time tokens after the conv front end."""
+        return self.n_frames // (2**self.n_conv_blocks)
+
+    @property
+    def token_in_dim(self) -> int:
+        """channels x remaining mel bins, the input size of the token projection."""
+        return self.conv_channels * (self.mel.n_mels // (2**self.n_conv_blocks))
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """The text tower.
+
+    Attributes:
+        kind: ``transformer`` (Hugging Face), ``word_vectors`` (averaged static vectors) or ``none``
+            (classification models).
+        name: hub id, local folder or offline alias (``minilm``); or for word vectors ``glove-6b-50d`` / a file.
+        pooling: ``cls`` (the paper) or ``mean``.
+        max_length: tokens per text.
+        trainable: fine-tune the transformer.
+        random_init: build the transformer from its config with fresh weights (tests, tiny models).
+        overrides: transformer config fields to override, as ``(key, value)`` pairs.
+    """
+
+    kind: TextKind = "transformer"
+    name: str = "bert-base-uncased"
+    pooling: Literal["cls", "mean"] = "cls"
+    max_length: int = 64
+    trainable: bool = True
+    random_init: bool = False
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole model: any objective x text encoder x text representation is a config, not new code.
+
+    Attributes:
+        name: display name (e.g. ``small-contrastive-minilm-stochastic``).
+        audio: audio tower.
+        text: text tower.
+        objective: ``contrastive``, ``triplet`` or ``classification``.
+        text_rep: ``tag``, ``sentence`` or ``stochastic`` (how training text is drawn from tags).
+        joint_dim: size of the joint embedding space.
+        init_temperature: contrastive temperature at initialisation.
+        max_logit_scale: clamp of exp(s) in the contrastive loss.
+        margin: triplet margin.
+        tags: tag vocabulary (classification head rows; triplet tag-aware sampling), in order.
+    """
+
+    name: str = "model"
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    objective: Objective = "contrastive"
+    text_rep: str = "stochastic"
+    joint_dim: int = 128
+    init_temperature: float = 0.2
+    max_logit_scale: float = 100.0
+    margin: float = 0.4
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.text_rep not in TEXT_REPRESENTATIONS:
+            raise ConfigError(f"text_rep must be one of {TEXT_REPRESENTATIONS}, got {self.text_rep!r}")
+        if self.objective == "classification" and self.text.kind != "none":
+            raise ConfigError("a classification model has no text encoder: set text.kind='none'")
+        if self.objective != "classification" and self.text.kind == "none":
+            raise ConfigError(f"a {self.objective} model needs a text encoder (transformer or word_vectors)")
+        if self.audio.width % self.audio.heads:
+            raise ConfigError(f"audio width {self.audio.width} must be divisible by heads {self.audio.heads}")
+        if self.audio.mel.n_mels % (2**self.audio.n_conv_blocks):
+            raise ConfigError("n_mels must be divisible by 2 ** n_conv_blocks")
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with fields changed (``audio``/``text`` may be given as dicts of their own fields)."""
+        for key in ("audio", "text"):
+            if isinstance(changes.get(key), dict):
+                changes[key] = dataclasses.replace(getattr(self, key), **changes[key])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ConfigError: on unknown fields.
+        """
+        try:
+            audio_d = dict(d.get("audio", {}))
+            mel = MelConfig(**audio_d.pop("mel", {}))
+            audio = AudioEncoderConfig(mel=mel, **audio_d)
+            text_d = dict(d.get("text", {}))
+            text_d["overrides"] = tuple(tuple(kv) for kv in text_d.get("overrides", ()))
+            text = TextEncoderConfig(**text_d)
+            rest = {k: v for k, v in d.items() if k not in ("audio", "text")}
+            rest["tags"] = tuple(rest.get("tags", ()))
+            return cls(audio=audio, text=text, **rest)
+        except TypeError as exc:
+            raise ConfigError(f"malformed model config: {exc}") from None
