@@ -48,8 +48,6 @@ AUDIO_EXTENSIONS: frozenset[str] = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 #: The sample rate a ``.npy`` waveform is assumed to have (the ECALS release stores 16 kHz mono float32).
 NPY_SAMPLE_RATE = 16000
 
-_FIX_HINT = "convert it to FLAC or WAV (e.g. `ffmpeg -i IN OUT.flac`) or install ffmpeg"
-
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -95,9 +93,8 @@ def _unreadable(path: Path, reason: str) -> AudioError:
             f"cannot decode {path}: {suffix} files need ffmpeg, which is not installed; "
             f"install ffmpeg (e.g. `apt-get install ffmpeg`) or convert the file to FLAC or WAV"
         )
-    return AudioError(
-        f"cannot decode {path} ({reason}); the file may be corrupt or in an unsupported format: {_FIX_HINT}"
-    )
+    hint = "convert it to FLAC or WAV" if ffmpeg_available() else "convert it to FLAC or WAV, or install ffmpeg"
+    return AudioError(f"cannot decode {path} ({reason}); the file may be corrupt or in an unsupported format: {hint}")
 
 
 # --------------------------------------------------------------------------------------------------- .npy arrays
