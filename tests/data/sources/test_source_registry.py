@@ -14,10 +14,10 @@ from musicsearch.errors import ConfigError, ManifestError
 
 
 def test_registry_names_and_unknown_name() -> None:
-    assert dataset_names() == sorted(
-        ["mtat", "mtg-top50", "mtg-genre", "mtg-instrument", "mtg-moodtheme", "gtzan", "fma-small", "kvt",
-         "emotify", "manifest"]
-    )  # fmt: skip
+    assert set(dataset_names()) >= {
+        "mtat", "mtg-top50", "mtg-genre", "mtg-instrument", "mtg-moodtheme", "gtzan", "fma-small", "kvt",
+        "emotify", "manifest",
+    }  # fmt: skip
     with pytest.raises(ConfigError, match="known: emotify"):
         load_dataset("magnatagatune", "/x")
 

@@ -161,7 +161,7 @@ def read_csv_rows(
     require_file(path, dataset=dataset, expected=expected)
     try:
         with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.reader(fh, delimiter=delimiter)
+            reader = csv.reader(fh, delimiter=delimiter, skipinitialspace=True)
             rows = [row for row in reader if any(cell.strip() for cell in row)]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ManifestError(f"{dataset}: cannot read {path} ({exc}); expected {expected}") from None
