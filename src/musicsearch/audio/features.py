@@ -55,9 +55,7 @@ def mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def htk_mel_filterbank(
-    *, sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float
-) -> np.ndarray:
+def htk_mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
     """Triangular HTK mel filters without area normalisation.
 
     Returns:
@@ -129,9 +127,7 @@ class MelSpectrogram(nn.Module):
         c = self.config
         self.spec_fn = _Spectrogram(c.n_fft, c.hop_length, c.power_mode)
         self.mel_scale = _MelScale(
-            htk_mel_filterbank(
-                sample_rate=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, f_min=c.f_min, f_max=c.f_max
-            )
+            htk_mel_filterbank(sample_rate=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, f_min=c.f_min, f_max=c.f_max)
         )
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:

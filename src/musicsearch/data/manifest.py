@@ -88,9 +88,7 @@ def track_from_json(obj: Any, *, base_dir: Path | None = None, where: str = "man
         raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for key in ("track_id", "audio_path"):
         if key not in obj or obj[key] in (None, ""):
-            raise ManifestError(
-                f"{where}: missing required field {key!r}; every line needs track_id and audio_path"
-            )
+            raise ManifestError(f"{where}: missing required field {key!r}; every line needs track_id and audio_path")
     tags = obj.get("tags") or []
     captions = obj.get("captions") or []
     if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
@@ -136,9 +134,7 @@ def iter_manifest(path: str | os.PathLike[str]) -> Iterator[Track]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ManifestError(
-            f"manifest {p} does not exist; make one with `musicsearch scan DIR` or `musicsearch synth`"
-        )
+        raise ManifestError(f"manifest {p} does not exist; make one with `musicsearch scan DIR` or `musicsearch synth`")
     base = p.parent
     with p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -149,9 +145,7 @@ def iter_manifest(path: str | os.PathLike[str]) -> Iterator[Track]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ManifestError(
-                    f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object"
-                ) from None
+                raise ManifestError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
             yield track_from_json(obj, base_dir=base, where=where)
 
 

@@ -128,7 +128,8 @@ class Transformer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for attn, ff in self.layers:  # type: ignore[misc]
+        for layer in self.layers:
+            attn, ff = layer[0], layer[1]  # type: ignore[index]
             x = ff(attn(x))
         return x
 

@@ -8,7 +8,7 @@ contrastive objective, ``logit_scale`` (the same parameter as ``head.logit_scale
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +26,11 @@ def projector(d_in: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_out, bias=False))
 
 
-@dataclass
-class LossOutput:
-    """The training loss and the scalars worth logging."""
+class LossOutput(NamedTuple):
+    """The training loss and the scalars worth logging.
+
+    A tuple, so that DistributedDataParallel can find the loss tensor in the module's output.
+    """
 
     loss: torch.Tensor
     stats: dict[str, float]

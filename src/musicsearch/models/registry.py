@@ -53,7 +53,7 @@ def _debug() -> tuple[AudioEncoderConfig, str]:
             depth=1,
             heads=2,
             mlp_dim=64,
-            dropout=0.0,
+            dropout=0.1,
             max_positions=16,
         ),
         "tiny-bert",
@@ -126,9 +126,9 @@ def model_config(
         name=name,
         audio=audio,
         text=text,
-        objective=objective,
+        objective=objective,  # type: ignore[arg-type]
         text_rep=text_rep,
-        tags=tuple(tags),  # type: ignore[arg-type]
+        tags=tuple(tags),
     )
 
 

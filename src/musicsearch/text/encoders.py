@@ -104,9 +104,14 @@ class TransformerTextEncoder(nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.trainable = trainable
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(getattr(self.model, "config").hidden_size)  # noqa: B009
         if not trainable:
             for p in self.model.parameters():
+                p.requires_grad_(False)
+        # the pooler (BERT's [CLS] dense + tanh) is never used: freeze it so DDP does not wait for its gradients
+        pooler = getattr(self.model, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            for p in pooler.parameters():
                 p.requires_grad_(False)
 
     def tokenize(self, texts: Sequence[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
