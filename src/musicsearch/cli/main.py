@@ -15,7 +15,7 @@ from musicsearch import __version__
 from musicsearch.errors import MusicSearchError
 
 # Subcommand modules under musicsearch.cli, in the order `--help` lists them.
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["scan", "cache", "train", "synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,3 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # `python -m musicsearch.cli.main`, as torchrun runs it
+    entry()
