@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     per_clip = summary.clip_seconds / summary.made if summary.made else 0.0
     print(
         f"{summary.out}: {summary.n_clips} clips ({summary.made} made, {summary.skipped} kept) in "
-        f"{summary.seconds:.1f} s, {summary.clips_per_second:.2f} clips/s, {per_clip:.3f} s of work a clip; "
+        f"{summary.seconds:.1f} s, {summary.clips_per_second:.2f} clips/s, {per_clip:.3f} s of worker time a clip; "
         f"manifest {summary.out / 'manifest.jsonl'}"
     )
     if args.figure:

@@ -159,3 +159,20 @@ def test_every_template_renders_for_every_texture() -> None:
                 assert heldout_hits(s) == []
                 assert "{" not in s and "}" not in s
     assert tag_caption(["a", "b", "c"]) == "a, b, c"
+
+
+def test_every_vocabulary_tag_is_reachable() -> None:
+    """Each instrument is in some style, each bpm band inside some style's range, each genre some style's."""
+    from musicsearch.data.synth.instruments import INSTRUMENTS
+    from musicsearch.data.synth.styles import STYLES
+
+    used = {n for s in STYLES for p in s.parts for n in p.instruments}
+    assert set(INSTRUMENTS) <= used
+    genres = {g for s in STYLES for g in s.genres}
+    assert {t for t, c in VOCABULARY.items() if c == "genre"} == genres
+    for tag, cat in VOCABULARY.items():
+        if cat == "bpm":
+            lo = int(tag.split("-")[0])
+            assert any(s.bpm[0] <= lo + 9 and s.bpm[1] >= lo for s in STYLES), tag
+    modes = {m for s in STYLES for m, _ in s.modes}
+    assert {t for t, c in VOCABULARY.items() if c == "mode"} <= modes | {"major", "minor"}

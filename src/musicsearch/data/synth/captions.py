@@ -18,7 +18,7 @@ from musicsearch.data.synth.tags import HELDOUT_SYNONYMS, KIT_PHRASES
 TEMPO_WORDS: dict[str, tuple[str, ...]] = {
     "slow": ("slow", "slow-moving", "slow-paced"),
     "medium tempo": ("mid-tempo", "medium-tempo", "steady"),
-    "fast": ("fast", "fast-paced", "brisk", "driving"),
+    "fast": ("fast", "fast-paced", "brisk", "high-tempo"),
 }
 """Paraphrases of the tempo tags used in sentences."""
 

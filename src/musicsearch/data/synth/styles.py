@@ -158,7 +158,10 @@ STYLES: tuple[Style, ...] = (
         },
         parts=(
             Part(
-                "melody", ("overdriven guitar", "electric guitar", "piano", "rock organ", "synth lead"), ("medium",), 67
+                "melody",
+                ("overdriven guitar", "electric guitar", "piano", "rock organ", "synth lead", "sitar"),
+                ("medium",),
+                67,
             ),
             Part(
                 "chords",
@@ -332,6 +335,7 @@ STYLES: tuple[Style, ...] = (
                     "muted trumpet",
                     "clarinet",
                     "piano",
+                    "soprano saxophone",
                 ),
                 ("busy", "medium"),
                 68,
@@ -440,7 +444,7 @@ STYLES: tuple[Style, ...] = (
             Part("chords", ("organ",), ("..x-..x-..x-..x-",), 58, 3, prob=0.4, gate=0.5, level=-12, pan=90, volume=80),
             Part(
                 "melody",
-                ("organ", "electric guitar", "trumpet", "alto saxophone", "tenor saxophone"),
+                ("organ", "electric guitar", "trumpet", "alto saxophone", "tenor saxophone", "steel drums"),
                 ("medium", "sparse"),
                 67,
                 prob=0.8,
@@ -509,7 +513,7 @@ STYLES: tuple[Style, ...] = (
             "minor": (_p("i", "V7", "V7", "i"), _p("i", "iv", "V7", "i")),
         },
         parts=(
-            Part("melody", ("trumpet", "piccolo", "clarinet", "brass section", "flute"), ("medium",), 72),
+            Part("melody", ("trumpet", "piccolo", "clarinet", "brass section", "flute", "xylophone"), ("medium",), 72),
             Part(
                 "harmony", ("french horn", "trombone", "clarinet", "alto saxophone"), ("3", "6"), 64, prob=0.5, level=-8
             ),
@@ -542,7 +546,9 @@ STYLES: tuple[Style, ...] = (
             ),
         },
         parts=(
-            Part("melody", ("harpsichord", "violin", "flute", "oboe", "recorder", "church organ"), ("busy",), 74),
+            Part(
+                "melody", ("harpsichord", "violin", "flute", "oboe", "recorder", "church organ", "viola"), ("busy",), 74
+            ),
             Part(
                 "arp",
                 ("harpsichord", "=melody", "string ensemble"),
@@ -627,7 +633,18 @@ STYLES: tuple[Style, ...] = (
             ),
             Part(
                 "melody",
-                ("celesta", "harp", "vibraphone", "kalimba", "music box", "piano", "flute"),
+                (
+                    "celesta",
+                    "harp",
+                    "vibraphone",
+                    "kalimba",
+                    "music box",
+                    "piano",
+                    "flute",
+                    "marimba",
+                    "tubular bells",
+                    "sitar",
+                ),
                 ("sparse",),
                 76,
                 prob=0.85,
@@ -764,7 +781,7 @@ STYLES: tuple[Style, ...] = (
             ),
             Part(
                 "bass",
-                ("synth bass", "electric bass", "upright bass"),
+                ("synth bass", "electric bass", "upright bass", "fretless bass"),
                 ("1-.....1..1-....", "1-....1-..5-....", "1-------..1-..5-"),
                 38,
             ),
@@ -1038,7 +1055,7 @@ STYLES: tuple[Style, ...] = (
             ),
             Part(
                 "harmony",
-                ("french horn", "trombone", "clarinet", "bassoon", "cello"),
+                ("french horn", "trombone", "clarinet", "bassoon", "cello", "viola"),
                 ("3", "6"),
                 60,
                 prob=0.4,
@@ -1091,14 +1108,25 @@ STYLES: tuple[Style, ...] = (
             ),
             Part(
                 "melody",
-                ("=arp", "=arp", "violin", "cello", "flute", "alto saxophone", "electric guitar", "oboe", "clarinet"),
+                (
+                    "=arp",
+                    "=arp",
+                    "violin",
+                    "cello",
+                    "flute",
+                    "alto saxophone",
+                    "electric guitar",
+                    "oboe",
+                    "clarinet",
+                    "soprano saxophone",
+                ),
                 ("medium", "sparse"),
                 70,
             ),
             Part("pad", ("string ensemble", "synth strings", "synth pad"), (), 64, 3, prob=0.5, level=-16, volume=85),
             Part(
                 "bass",
-                ("electric bass", "upright bass", "cello"),
+                ("electric bass", "upright bass", "cello", "fretless bass"),
                 ("1---------------", "1-------5-------"),
                 40,
                 prob=0.5,
@@ -1131,7 +1159,7 @@ STYLES: tuple[Style, ...] = (
             Part("chords", ("piano",), ("x.x..x.x.x..x.x.", "x..x.x..x..x.x.."), 66, 3, gate=0.5, level=-6),
             Part("bass", ("electric bass", "upright bass"), ("......5-....1-..", "......1-....5-.."), 40),
             Part("melody", ("brass section", "trumpet", "trombone", "flute"), ("busy", "medium"), 72),
-            Part("harmony", ("trombone", "alto saxophone"), ("3", "6"), 62, prob=0.5, level=-8),
+            Part("harmony", ("trombone", "alto saxophone", "baritone saxophone"), ("3", "6"), 62, prob=0.5, level=-8),
         ),
         grooves=(
             Groove(
@@ -1211,7 +1239,7 @@ STYLES: tuple[Style, ...] = (
         parts=(
             Part(
                 "melody",
-                ("music box", "celesta", "harp", "flute", "kalimba", "piano", "vibraphone"),
+                ("music box", "celesta", "harp", "flute", "kalimba", "piano", "vibraphone", "marimba", "xylophone"),
                 ("sparse", "medium"),
                 74,
             ),
