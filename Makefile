@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium
+APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium ffmpeg
 EXTRAS := offline,synth,eval,index,serve,train,dev
 
 .PHONY: all venv apt test test-all test-slow lint format typecheck demo bench clean

@@ -1,0 +1,5 @@
+"""``python -m musicsearch`` runs the CLI."""
+
+from musicsearch.cli.main import entry
+
+entry()
