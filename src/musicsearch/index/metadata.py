@@ -247,6 +247,7 @@ class MetadataDB:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so transactions mean exactly what they say.
         self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         self._depth = 0
+        self._info: StoreInfo | None = None
         try:
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints, never corrupt in WAL mode
@@ -299,6 +300,7 @@ class MetadataDB:
             yield
         except BaseException:
             self._depth -= 1
+            self._info = None  # the rolled-back work may have recorded the model
             if self._depth == 0:
                 self._con.execute("ROLLBACK")
             else:
@@ -322,10 +324,13 @@ class MetadataDB:
 
     def info(self) -> StoreInfo | None:
         """The model that built this store, or ``None`` for a new, empty store."""
+        if self._info is not None:  # set once, never changed afterwards
+            return self._info
         values = [self._get_info_key(k) for k in ("model_name", "weights_checksum", "preprocessing_version")]
         if any(v is None for v in values):
             return None
-        return StoreInfo(*(str(v) for v in values))
+        self._info = StoreInfo(*(str(v) for v in values))
+        return self._info
 
     def check_model(self, wanted: StoreInfo) -> None:
         """Refuse a model other than the one that built the store (an empty store accepts any).
@@ -407,28 +412,28 @@ class MetadataDB:
             vids = self._take_ids("vector", len(window_starts) + int(track_vector)).tolist()
             track_vid = vids.pop(0) if track_vector else None
             when = time.time() if indexed_at is None else float(indexed_at)
-            self._con.execute(
-                f"INSERT INTO tracks({_ALL_TRACK_COLUMNS}) VALUES ({', '.join('?' * 17)})",
-                (
-                    tid,
-                    track.track_id,
-                    track.path,
-                    track.content_hash,
-                    None if track.duration is None else float(track.duration),
-                    track.title,
-                    track.artist,
-                    track.album,
-                    None if track.year is None else int(track.year),
-                    folder,
-                    info.model_name,
-                    info.weights_checksum,
-                    info.preprocessing_version,
-                    when,
-                    track_vid,
-                    None if track.artist is None else fold(track.artist),
-                    None if track.album is None else fold(track.album),
-                ),
+            row = (
+                tid,
+                track.track_id,
+                track.path,
+                track.content_hash,
+                None if track.duration is None else float(track.duration),
+                track.title,
+                track.artist,
+                track.album,
+                None if track.year is None else int(track.year),
+                folder,
+                info.model_name,
+                info.weights_checksum,
+                info.preprocessing_version,
+                when,
+                track_vid,
             )
+            keys = (
+                None if track.artist is None else fold(track.artist),
+                None if track.album is None else fold(track.album),
+            )
+            self._con.execute(f"INSERT INTO tracks({_ALL_TRACK_COLUMNS}) VALUES ({', '.join('?' * 17)})", (*row, *keys))
             windows = [
                 WindowRecord(tid, i, float(start), int(vid))
                 for i, (start, vid) in enumerate(zip(window_starts, vids, strict=True))
@@ -441,8 +446,9 @@ class MetadataDB:
             self._con.executemany(
                 "INSERT INTO tags(track, tag, tag_key) VALUES (?, ?, ?)", [(tid, t, key) for key, t in tags.items()]
             )
-        record = self.get_track(tid)
-        assert record is not None
+        record = TrackRecord(
+            **dict(zip(_TRACK_FIELDS, row, strict=True)), tags=tuple(t for _, t in sorted(tags.items()))
+        )
         return record, windows
 
     def remove_track(self, track: int) -> np.ndarray:
