@@ -134,7 +134,14 @@ def test_filters(case: tuple[VectorBackend, bool], data: tuple[np.ndarray, ...])
     backend.add(ids, vectors)
     ref = oracle(ids, vectors)
     rng = np.random.default_rng(7)
-    check_against(backend, exact, ref, queries, allowed=rng.choice(ids, size=N // 10, replace=False))
+    allowed = rng.choice(ids, size=N // 10, replace=False)
+    check_against(backend, exact, ref, queries, allowed=allowed)
+    # sorted, or with repeats: the same answer
+    repeated = np.concatenate([allowed, allowed[:50]])
+    for variant in (np.sort(allowed), repeated):
+        np.testing.assert_array_equal(
+            backend.search(queries, K, allowed_ids=variant)[1], backend.search(queries, K, allowed_ids=allowed)[1]
+        )
     # a filter keeping 5 ids (and some ids that are not stored): every backend must find exactly those 5
     tiny = np.concatenate([rng.choice(ids, size=5, replace=False), [10 * N + 1, 10 * N + 7]])
     s, i = backend.search(queries, K, allowed_ids=tiny)

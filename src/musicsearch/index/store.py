@@ -270,7 +270,7 @@ class VectorBackend(abc.ABC):
         if q.ndim == 1:
             q = q[None, :]
         q = l2_normalize(self._check_vectors(q, what="queries"), what="queries")
-        allowed = None if allowed_ids is None else np.unique(as_ids(allowed_ids, what="allowed_ids"))
+        allowed = None if allowed_ids is None else _sorted_unique(as_ids(allowed_ids, what="allowed_ids"))
         n_q = q.shape[0]
         if n_q == 0 or len(self) == 0 or (allowed is not None and allowed.size == 0):
             return np.full((n_q, k), PAD_SCORE, np.float32), np.full((n_q, k), PAD_ID, np.int64)
@@ -381,6 +381,13 @@ class VectorBackend(abc.ABC):
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise MusicSearchError(f"{what} must be a real-valued array, got dtype {arr.dtype}")
         return arr
+
+
+def _sorted_unique(ids: np.ndarray) -> np.ndarray:
+    """``ids`` sorted without repeats; cheap when they already are (as ``MetadataDB.resolve_filter`` returns them)."""
+    if ids.size < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return ids
+    return np.unique(ids)
 
 
 def _referenced_files(manifest: dict[str, Any]) -> list[str]:
