@@ -272,7 +272,7 @@ class VectorBackend(abc.ABC):
         q = l2_normalize(self._check_vectors(q, what="queries"), what="queries")
         allowed = None if allowed_ids is None else _sorted_unique(as_ids(allowed_ids, what="allowed_ids"))
         n_q = q.shape[0]
-        if n_q == 0 or len(self) == 0 or (allowed is not None and allowed.size == 0):
+        if n_q == 0 or (allowed is not None and allowed.size == 0) or self._known_empty():
             return np.full((n_q, k), PAD_SCORE, np.float32), np.full((n_q, k), PAD_ID, np.int64)
         scores, ids = self._search(q, k, allowed)
         if ids.shape[1] != k:
@@ -289,8 +289,7 @@ class VectorBackend(abc.ABC):
 
     def ids(self) -> np.ndarray:
         """All stored ids, sorted, as a ``(N,)`` int64 array."""
-        parts = [ids for ids, _ in self.export()]
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return np.sort(self._all_ids())
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the store into directory ``path`` (created if needed) atomically; reopen with :func:`open_backend`.
@@ -350,6 +349,16 @@ class VectorBackend(abc.ABC):
         Returns ``(scores (Q, M), ids (Q, M))``; when ``M != k`` or the order may break the tie rule, the caller's
         :func:`sort_hits` orders and pads them — return exactly ``k`` columns only when already ordered.
         """
+
+    def _known_empty(self) -> bool:
+        """True when the store is known to hold nothing (searches then skip the backend); override when counting
+        costs a round trip and an empty search is harmless."""
+        return len(self) == 0
+
+    def _all_ids(self) -> np.ndarray:
+        """Every stored id, any order; override when ids can be listed without reading the vectors."""
+        parts = [ids for ids, _ in self.export()]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     @abc.abstractmethod
     def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -188,6 +188,20 @@ class FaissBackend(VectorBackend):
         del keep  # the selector's array was needed until the searches returned
         return sort_hits(scores, ids, k)
 
+    def _all_ids(self) -> np.ndarray:
+        if len(self) == 0:
+            return np.zeros(0, np.int64)
+        if self.mode == "exact":
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        index: Any = faiss.downcast_index(self._index)
+        invlists = index.invlists
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(cell), int(invlists.list_size(cell))).astype(np.int64)
+            for cell in range(int(index.nlist))
+            if invlists.list_size(cell)
+        ]
+        return np.concatenate(parts)
+
     def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         n = len(self)
         if n == 0:

@@ -194,6 +194,9 @@ class MilvusBackend(VectorBackend):
             self._client.delete(self.collection, ids=present[start : start + self.filter_chunk].tolist())
         return int(present.size)
 
+    def _known_empty(self) -> bool:
+        return False  # counting is a round trip; a search of an empty collection simply finds nothing
+
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if k > MAX_TOP_K:
             raise MusicSearchError(f"k={k} exceeds Milvus's limit of {MAX_TOP_K} hits per query; ask for fewer")

@@ -115,6 +115,9 @@ class NumpyExactBackend(VectorBackend):
             ids, vecs = ids[rows], vecs[rows]
         return exact_top_k(vecs, ids, queries, k)
 
+    def _all_ids(self) -> np.ndarray:
+        return self._ids[: self._n].copy()
+
     def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, self._n, batch_size):
             stop = min(self._n, start + batch_size)
