@@ -291,3 +291,16 @@ def test_folders_at_any_level_and_other_layouts(tmp_path: Path) -> None:
     assert path == best and source["kind"] == "best.pth"
     with pytest.raises(CheckpointError, match="do not exist"):
         locate_weights(CBS, str(tmp_path / "nope.tar.gz"), cache_dir=tmp_path / "cache")
+
+
+def test_hparams_before_best_and_truncated_archives(tmp_path: Path) -> None:
+    yaml_name = folder_of(CBS.member) + "/hparams.yaml"
+    data = tar_bytes({yaml_name: b"text_rep: stochastic\n", CBS.member: b"w" * 5000, "mtr/zz/best.pth": b"z"})
+    (tmp_path / "a.tar.gz").write_bytes(data)
+    out = extract_from_archive(tmp_path / "a.tar.gz", CBS, tmp_path / "out")
+    assert out.read_bytes() == b"w" * 5000
+    assert out.with_name("hparams.yaml").read_text() == "text_rep: stochastic\n"
+    big = tar_bytes({CBS.member: np.random.default_rng(1).bytes(200_000)})
+    (tmp_path / "cut.tar.gz").write_bytes(big[: len(big) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        extract_from_archive(tmp_path / "cut.tar.gz", CBS, tmp_path / "out2")

@@ -558,20 +558,22 @@ def extract_from_archive(
         raise CheckpointError(f"{src} is not a readable tar archive ({exc}); fetch it again") from None
     with tf:
         found: list[str] = []
-        yamls: dict[str, tarfile.TarInfo] = {}
+        yamls: dict[str, bytes] = {}  # folder -> hparams.yaml content (small: read as the stream passes)
         chosen: tarfile.TarInfo | None = None
         chosen_dir = ""
         try:
             for m in tf:
                 name = _member_name(m.name)
-                folder = name.rsplit("/", 1)[0] if "/" in name else ""
+                folder, _, base = name.rpartition("/")
                 if chosen is not None and folder != chosen_dir:
                     break  # tar lists a folder's files together: nothing more of the variant's is coming
-                if name.endswith("/hparams.yaml") or name == "hparams.yaml":
-                    yamls[folder] = m
-                elif name.rsplit("/", 1)[-1] == "best.pth":
+                if base == "hparams.yaml" and m.isfile():
+                    yamls[folder] = _read_member(tf, m, src)
+                elif base == "best.pth":
                     found.append(name)
                     if name == variant.member:
+                        # written while the stream is at it: a later backward seek in a .gz re-reads from the start
+                        _write_member(tf, m, out_dir / "best.pth", src)
                         chosen, chosen_dir = m, folder
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise CheckpointError(f"{src} is truncated or damaged ({exc}); fetch it again") from None
@@ -581,22 +583,37 @@ def extract_from_archive(
                 raise _not_found(variant, str(src), found)
             log.warning("%s: %s is not where expected (%s); using %s", src, variant.name, variant.member, matches[0])
             chosen = next(m for m in tf.getmembers() if _member_name(m.name) == matches[0])
-            chosen_dir = matches[0].rsplit("/", 1)[0]
-        if not chosen.isfile():
-            raise CheckpointError(f"{src}: member {chosen.name!r} is not a regular file (a link?); refusing it")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        wanted = [(chosen, out_dir / "best.pth")]
-        if chosen_dir in yamls and yamls[chosen_dir].isfile():
-            wanted.append((yamls[chosen_dir], out_dir / "hparams.yaml"))
-        for member, target in wanted:
-            fh = tf.extractfile(member)
-            if fh is None:
-                raise CheckpointError(f"{src}: cannot read member {member.name!r}")
-            with fh, atomic_path(target) as tmp, tmp.open("wb") as out:
-                shutil.copyfileobj(fh, out, 1 << 20)
-            if target.stat().st_size != member.size:
-                raise CheckpointError(f"{src}: member {member.name!r} is truncated; fetch the archive again")
+            chosen_dir = matches[0].rpartition("/")[0]
+            _write_member(tf, chosen, out_dir / "best.pth", src)
+    stale = out_dir / "hparams.yaml"
+    if chosen_dir in yamls:
+        with atomic_path(stale) as tmp:
+            tmp.write_bytes(yamls[chosen_dir])
+    elif stale.exists():
+        stale.unlink()
     return out_dir / "best.pth"
+
+
+def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo, src: Path) -> bytes:
+    fh = tf.extractfile(member)
+    if fh is None:
+        raise CheckpointError(f"{src}: cannot read member {member.name!r}")
+    with fh:
+        return fh.read()
+
+
+def _write_member(tf: tarfile.TarFile, member: tarfile.TarInfo, target: Path, src: Path) -> None:
+    """Copy one regular-file member to ``target`` (atomically), checking its size."""
+    if not member.isfile():
+        raise CheckpointError(f"{src}: member {member.name!r} is not a regular file (a link?); refusing it")
+    fh = tf.extractfile(member)
+    if fh is None:
+        raise CheckpointError(f"{src}: cannot read member {member.name!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with fh, atomic_path(target) as tmp, tmp.open("wb") as out:
+        shutil.copyfileobj(fh, out, 1 << 20)
+    if target.stat().st_size != member.size:
+        raise CheckpointError(f"{src}: member {member.name!r} is truncated; fetch the archive again")
 
 
 def find_in_folder(root: str | os.PathLike[str], variant: PublishedModel) -> Path:
