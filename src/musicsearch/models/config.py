@@ -70,6 +70,8 @@ class TextEncoderConfig:
         pooling: ``cls`` (the paper) or ``mean``.
         max_length: tokens per text.
         trainable: fine-tune the transformer.
+        trainable_layers: with ``trainable``, fine-tune only the top N transformer layers (embeddings and lower
+            layers frozen, and not stored in checkpoints: they are reloaded from the pretrained source); None for all.
         random_init: build the transformer from its config with fresh weights (tests, tiny models).
         overrides: transformer config fields to override, as ``(key, value)`` pairs.
     """
@@ -79,6 +81,7 @@ class TextEncoderConfig:
     pooling: Literal["cls", "mean"] = "cls"
     max_length: int = 64
     trainable: bool = True
+    trainable_layers: int | None = None
     random_init: bool = False
     overrides: tuple[tuple[str, Any], ...] = ()
 

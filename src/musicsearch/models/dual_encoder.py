@@ -59,6 +59,7 @@ class TextToMusic(nn.Module):
                 pooling=c.text.pooling,
                 max_length=c.text.max_length,
                 trainable=c.text.trainable,
+                trainable_layers=c.text.trainable_layers,
                 random_init=c.text.random_init or not pretrained_text,
                 overrides=dict(c.text.overrides),
             )

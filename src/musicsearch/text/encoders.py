@@ -83,6 +83,7 @@ class TransformerTextEncoder(nn.Module):
         pooling: ``"cls"`` (the paper: last hidden state at [CLS]) or ``"mean"`` (mask-aware mean).
         max_length: tokens kept per text (the paper trains with 64).
         trainable: fine-tune the encoder (True, the paper) or freeze it.
+        trainable_layers: fine-tune only the top N layers (embeddings and lower layers frozen); None for all.
         random_init: build the architecture from its config with fresh weights (tests, tiny models).
         overrides: config fields to override (e.g. ``num_hidden_layers``) when building.
     """
@@ -94,6 +95,7 @@ class TransformerTextEncoder(nn.Module):
         pooling: Pooling = "cls",
         max_length: int = 64,
         trainable: bool = True,
+        trainable_layers: int | None = None,
         random_init: bool = False,
         overrides: dict[str, Any] | None = None,
     ) -> None:
@@ -108,10 +110,23 @@ class TransformerTextEncoder(nn.Module):
         if not trainable:
             for p in self.model.parameters():
                 p.requires_grad_(False)
+        elif trainable_layers is not None:
+            self._freeze_below(trainable_layers)
         # the pooler (BERT's [CLS] dense + tanh) is never used: freeze it so DDP does not wait for its gradients
         pooler = getattr(self.model, "pooler", None)
         if isinstance(pooler, nn.Module):
             for p in pooler.parameters():
+                p.requires_grad_(False)
+
+    def _freeze_below(self, n_top: int) -> None:
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise ConfigError("trainable_layers needs a BERT-like encoder (model.encoder.layer)")
+        if not 0 <= n_top <= len(layers):
+            raise ConfigError(f"trainable_layers must be in 0..{len(layers)}, got {n_top}")
+        keep = {id(p) for layer in list(layers)[len(layers) - n_top :] for p in layer.parameters()}
+        for p in self.model.parameters():
+            if id(p) not in keep:
                 p.requires_grad_(False)
 
     def tokenize(self, texts: Sequence[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:

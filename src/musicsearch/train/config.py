@@ -40,6 +40,7 @@ class TrainConfig:
         tensorboard: also write TensorBoard scalars under ``out_dir/tb``.
         init_from: a model checkpoint to start from (fine-tuning); its config must match.
         text_trainable: override whether the transformer text encoder is fine-tuned.
+        text_trainable_layers: fine-tune only the top N transformer layers (None: all, as the paper).
     """
 
     manifest: str
@@ -64,6 +65,7 @@ class TrainConfig:
     tensorboard: bool = False
     init_from: str | None = None
     text_trainable: bool | None = None
+    text_trainable_layers: int | None = None
 
     def resolved_lr(self) -> float:
         """The learning rate: explicit, or the release's per model family."""

@@ -130,6 +130,8 @@ class Trainer:
         )
         if cfg.text_trainable is not None and mcfg.text.kind == "transformer":
             mcfg = mcfg.replace(text={"trainable": cfg.text_trainable})
+        if cfg.text_trainable_layers is not None and mcfg.text.kind == "transformer":
+            mcfg = mcfg.replace(text={"trainable_layers": cfg.text_trainable_layers})
         if cfg.init_from:
             init = load_model_file(cfg.init_from)
             if dataclasses.replace(init.config, name="", tags=()) != dataclasses.replace(mcfg, name="", tags=()):
