@@ -76,6 +76,8 @@ def test_eval_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "no model at" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path), "--dataset", "gtzan"]) == 2
     assert "one --root per --dataset" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "missing"), "--suite", "tables"]) == 2
+    assert "unknown evaluation suite 'tables'" in capsys.readouterr().err
 
 
 def test_resolve_model(tmp_path: Path) -> None:

@@ -115,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     """Load each model, run the suite, write the report, print the tables."""
     from musicsearch.eval.figures import umap_figure
     from musicsearch.eval.report import markdown_report, write_report
-    from musicsearch.eval.suites import SuiteOptions, map_inputs, run_suite
+    from musicsearch.eval.suites import SUITES, SuiteOptions, map_inputs, run_suite
     from musicsearch.models.loading import resolve_model
 
+    SUITES.get(args.suite)  # an unknown suite fails before any model is loaded
     if len(args.dataset) != len(args.root):
         raise ConfigError(f"give one --root per --dataset ({len(args.dataset)} datasets, {len(args.root)} roots)")
     bars: list[Any] = []
