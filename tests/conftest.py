@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,11 @@ import pytest
 import soundfile as sf
 
 from musicsearch.data.manifest import Track, write_manifest
+
+# The test suite never reaches for a network: no hub downloads, no published-checkpoint downloads.
+os.environ["MUSICSEARCH_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 TONE_TAGS = [
     ("low", "calm", "sine"),

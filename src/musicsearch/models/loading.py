@@ -1,16 +1,20 @@
 """One place that turns a model name or path into a loaded model: :func:`resolve_model`.
 
-Accepted today:
+Accepted, in this order:
 
 * a ``.safetensors`` file written by :func:`musicsearch.models.checkpoint.save_model`;
-* a training run folder (``musicsearch train --out DIR``): its ``best.safetensors``.
+* a training run folder (``musicsearch train --out DIR``): its ``best.safetensors``;
+* a model shipped with the package by name (``default``; ``src/musicsearch/assets/models/models.json`` lists them
+  with their checksums and the commands that made them);
+* a published checkpoint of the paper by name (``ttmr/contrastive-bert-stochastic``, ...; see
+  :mod:`musicsearch.models.pretrained`).
 
-Named models (the default model, published checkpoints) plug in here later, as further branches of
-:func:`resolve_model`, so every command that takes ``--model`` gains them at once.
+Every command that takes ``--model`` goes through :func:`resolve_model`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +27,23 @@ from musicsearch.fileio import sha256_file
 from musicsearch.models.checkpoint import load_model_file
 from musicsearch.models.dual_encoder import TextToMusic
 
-__all__ = ["RUN_BEST", "ResolvedModel", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "RUN_BEST", "SHIPPED_DIR", "ResolvedModel", "resolve_model", "shipped_models"]
 
 #: The checkpoint a training run folder is resolved to.
 RUN_BEST = "best.safetensors"
+#: Where the package keeps the models it ships, with ``models.json`` describing them.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+#: The model used when none is named.
+DEFAULT_MODEL = "default"
+
+
+def shipped_models() -> dict[str, dict[str, Any]]:
+    """Name -> entry (``file``, ``sha256``, ``command``, ``metrics``, ...) of the models shipped with the package."""
+    index = SHIPPED_DIR / "models.json"
+    if not index.is_file():
+        return {}
+    data = json.loads(index.read_text(encoding="utf-8"))
+    return {k: v for k, v in data.get("models", {}).items() if (SHIPPED_DIR / v["file"]).is_file()}
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,29 @@ def resolve_model(
             is damaged or does not match its config.
     """
     p = Path(name_or_path).expanduser()
+    if not p.exists():
+        shipped = shipped_models()
+        if str(name_or_path) in shipped:
+            entry = shipped[str(name_or_path)]
+            ckpt = SHIPPED_DIR / entry["file"]
+            model = load_model_file(ckpt, sha256=sha256 or entry["sha256"], device=device)
+            return ResolvedModel(
+                model, str(name_or_path), "shipped", str(ckpt), entry["sha256"], dict(model.checkpoint_meta)
+            )
+        from musicsearch.models.pretrained import is_published, load_pretrained
+
+        if is_published(str(name_or_path)):
+            model = load_pretrained(str(name_or_path), device=device)
+            m = dict(model.checkpoint_meta)
+            src = m.get("source", {})
+            return ResolvedModel(
+                model,
+                str(name_or_path),
+                "published",
+                str(src.get("best_pth", "")),
+                str(src.get("best_pth_sha256", "")),
+                m,
+            )
     if p.is_dir():
         ckpt = p / RUN_BEST
         if not ckpt.is_file():
@@ -96,8 +136,9 @@ def resolve_model(
         ckpt, source, name = p, "file", ""
     else:
         raise CheckpointError(
-            f"no model at {str(name_or_path)!r}: give a .safetensors checkpoint or a training run folder "
-            "(named models are not available yet)"
+            f"no model at {str(name_or_path)!r}: give a .safetensors checkpoint, a training run folder, a shipped "
+            f"model ({', '.join(sorted(shipped_models())) or 'none installed'}) or a published one "
+            "(musicsearch.models.pretrained, e.g. ttmr/contrastive-bert-stochastic)"
         )
     digest = sha256_file(ckpt)
     if sha256 is not None and digest != sha256:
