@@ -1,0 +1,96 @@
+"""``musicsearch index SOURCE --store PATH``: embed a folder or manifest of audio into a searchable store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from musicsearch.index.embedder import load_embedder
+from musicsearch.index.indexer import default_workers, index_collection, is_store, read_settings
+from musicsearch.search.api import prepare_store
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``index``."""
+    p = subparsers.add_parser(
+        "index",
+        help="index a folder or manifest of audio into a store (incremental, resumable)",
+        description=(
+            "Embed every track of SOURCE (a folder, searched recursively, or a JSONL manifest) with the model and "
+            "store one vector per track and per window in the store PATH. Reruns skip unchanged files, re-embed "
+            "changed ones and (with --prune) drop removed ones; a killed run resumes where it stopped. Bad files "
+            "are listed with their reason at the end and never stop the run."
+        ),
+    )
+    p.add_argument("source", type=Path, help="folder of audio files, or a JSONL manifest")
+    p.add_argument("--store", type=Path, required=True, help="store directory (created when missing)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model: .safetensors checkpoint, training run folder, or name (default for an existing store: "
+        "the store's own model)",
+    )
+    p.add_argument("--backend", default=None, help="vector backend of a new store: faiss (default), numpy, milvus")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"decoding processes (default {default_workers()} here; 0 decodes in the main process)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="windows per model forward pass (default: 16)")
+    p.add_argument("--max-windows", type=int, default=None, help="windows per track at most, for a new store (16)")
+    p.add_argument("--prune", action="store_true", help="drop stored tracks whose files are gone from SOURCE")
+    p.add_argument("--retry-failed", action="store_true", help="retry files that failed before and did not change")
+    p.add_argument("--commit-every", type=int, default=256, help="commit after this many tracks (default: 256)")
+    p.add_argument(
+        "--map", choices=("pca", "umap", "none"), default="pca", help="2-D map of the collection to precompute"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Index, calibrate, print the report; exit 1 only when files failed and none could be indexed."""
+    spec = (
+        args.model
+        if args.model is not None
+        else (read_settings(args.store).model_source if is_store(args.store) else None)
+    )
+    embedder = load_embedder(spec, batch_size=args.batch_size) if spec is not None else None
+    report = index_collection(
+        args.source,
+        args.store,
+        model=embedder,
+        backend=args.backend,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        max_windows=args.max_windows,
+        prune=args.prune,
+        retry_failed=args.retry_failed,
+        commit_tracks=args.commit_every,
+        progress=True,
+    )
+    prepare_store(args.store, model=embedder, map_method=None if args.map == "none" else args.map)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(
+            f"{report.store}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.removed} removed, {len(report.failed)} failed ({report.scanned} in the source)"
+        )
+        if report.embedded:
+            print(
+                f"embedded {report.embedded} tracks ({report.windows} windows) in {report.wall_seconds:.1f} s: "
+                f"{report.tracks_per_minute:.0f} tracks/min; decoding {report.decode_seconds:.1f} CPU-s in "
+                f"{report.workers} workers, model {report.model_seconds:.1f} s, writing {report.write_seconds:.1f} s"
+            )
+        if report.stale:
+            print(f"{report.stale} stored tracks are no longer in the source; rerun with --prune to drop them")
+        if report.repaired:
+            print(f"repaired {report.repaired} items left by an interrupted run")
+        for f in report.failed:
+            print(f"failed {f.track_id}: {f.reason}", file=sys.stderr)
+    return 1 if report.failed and not (report.embedded or report.unchanged) else 0

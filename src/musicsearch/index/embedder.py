@@ -1,0 +1,357 @@
+"""Audio files and texts to vectors, the same way at index time and at query time.
+
+Two halves, kept apart so that decoding can run in worker processes that never import torch:
+
+* :class:`WindowPlan` and :func:`decode_track` (NumPy only): decode a file to 16 kHz mono, pick the windows the
+  model will see, and flag empty or silent audio. The plan is fixed per store and written into every vector's
+  ``preprocessing_version`` (:meth:`WindowPlan.version`).
+* :class:`Embedder` (torch, imported lazily): a loaded model with its identity (config name, weights checksum,
+  where it came from), embedding window batches, whole files and texts through
+  :mod:`musicsearch.models.inference` (eval mode, no autograd: the same input always gives the same vector).
+
+Window rule (the indexing view of a track, deterministic): ``n = min(max_windows, 1 + ceil((T - W) / H))``
+evenly spaced windows of ``W`` samples with starts ``round(i·(T - W)/(n - 1))`` — one window per hop ``H``
+(default ``H = W``: the windows tile the track), capped at ``max_windows`` (long tracks are then covered
+sparsely but still from start to end). A track no longer than one window gives one window, zero-padded at the
+end. The track vector is the mean of the window embeddings before normalisation (the paper's rule, shared with
+evaluation); every vector is L2-normalised when stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from musicsearch.audio.chunking import SAMPLE_RATE, evenly_spaced_windows, n_windows_for, rms_db
+from musicsearch.audio.io import load_audio
+from musicsearch.errors import AudioError, MusicSearchError
+from musicsearch.fileio import sha256_file
+
+if TYPE_CHECKING:
+    from musicsearch.index.metadata import StoreInfo
+    from musicsearch.models.dual_encoder import TextToMusic
+
+__all__ = [
+    "DEFAULT_MAX_WINDOWS",
+    "PREPROCESSING_VERSION",
+    "SILENCE_DB",
+    "DecodedTrack",
+    "Embedder",
+    "SilentAudioError",
+    "WindowPlan",
+    "decode_track",
+    "load_embedder",
+    "unit_rows",
+]
+
+log = logging.getLogger(__name__)
+
+#: Version of the decoding + windowing rule; bump it whenever the same file would give other windows.
+PREPROCESSING_VERSION = "index-v1"
+#: Windows per track at most (a 4-minute song with the paper's 9.91 s windows needs 25 to tile; 16 cover it with
+#: small gaps at two thirds of the cost).
+DEFAULT_MAX_WINDOWS = 16
+#: RMS level (dB re full scale) below which a file is flagged silent and not indexed.
+SILENCE_DB = -60.0
+
+
+class SilentAudioError(AudioError):
+    """A file decodes but holds only silence (its embedding would say nothing about music)."""
+
+
+def unit_rows(x: np.ndarray, *, what: str = "embeddings") -> np.ndarray:
+    """L2-normalise the rows of ``x`` (``(N, D)`` float) into a new float32 array.
+
+    Raises:
+        MusicSearchError: if a row is not finite or has zero norm (never returns NaN).
+    """
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    if not np.isfinite(a).all():
+        raise MusicSearchError(f"{what} hold NaN or infinity; the model weights are probably damaged")
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise MusicSearchError(f"{what} hold an all-zero vector, which has no direction to compare")
+    return (a / norms).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a track is cut into the model's input windows (fixed for a store).
+
+    Attributes:
+        window_samples: model input length in samples at :attr:`sample_rate` (``config.audio.window_samples``).
+        hop_seconds: largest distance between window starts; ``None`` means one window length.
+        max_windows: cap on windows per track.
+        sample_rate: decoding rate in Hz (16 kHz for every model here).
+        silence_db: RMS level below which a file counts as silent.
+    """
+
+    window_samples: int
+    hop_seconds: float | None = None
+    max_windows: int = DEFAULT_MAX_WINDOWS
+    sample_rate: int = SAMPLE_RATE
+    silence_db: float = SILENCE_DB
+
+    def __post_init__(self) -> None:
+        if self.window_samples < 1:
+            raise MusicSearchError(f"window_samples must be >= 1, got {self.window_samples}")
+        if self.max_windows < 1:
+            raise MusicSearchError(f"max_windows must be >= 1, got {self.max_windows}")
+        if self.hop_seconds is not None and not self.hop_seconds > 0:
+            raise MusicSearchError(f"hop_seconds must be > 0, got {self.hop_seconds}")
+
+    @property
+    def window_seconds(self) -> float:
+        """One window in seconds."""
+        return self.window_samples / self.sample_rate
+
+    @property
+    def hop(self) -> float:
+        """The hop in seconds (the window length unless set)."""
+        return self.window_seconds if self.hop_seconds is None else float(self.hop_seconds)
+
+    def n_windows(self, n_samples: int) -> int:
+        """Windows for a waveform of ``n_samples`` samples (see the module docstring)."""
+        return n_windows_for(
+            n_samples / self.sample_rate,
+            self.hop,
+            window_seconds=self.window_seconds,
+            max_windows=self.max_windows,
+        )
+
+    def version(self) -> str:
+        """The preprocessing version recorded with every vector, e.g.
+        ``index-v1;sr=16000;win=16000;hop=1;max=16;mean=raw``: another string means other vectors."""
+        return (
+            f"{PREPROCESSING_VERSION};sr={self.sample_rate};win={self.window_samples};hop={self.hop:g};"
+            f"max={self.max_windows};silence={self.silence_db:g};mean=raw"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "window_samples": self.window_samples,
+            "hop_seconds": self.hop_seconds,
+            "max_windows": self.max_windows,
+            "sample_rate": self.sample_rate,
+            "silence_db": self.silence_db,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> WindowPlan:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            window_samples=int(obj["window_samples"]),
+            hop_seconds=None if obj.get("hop_seconds") is None else float(obj["hop_seconds"]),
+            max_windows=int(obj["max_windows"]),
+            sample_rate=int(obj["sample_rate"]),
+            silence_db=float(obj["silence_db"]),
+        )
+
+
+@dataclass(frozen=True)
+class DecodedTrack:
+    """One decoded file, ready for the model.
+
+    Attributes:
+        windows: ``(n, window_samples)`` float32 model inputs.
+        starts: ``(n,)`` float64 window starts in seconds from the start of the *file*.
+        duration: seconds of audio decoded (the segment's length for a manifest segment).
+        level_db: RMS level of the decoded audio in dB.
+    """
+
+    windows: np.ndarray
+    starts: np.ndarray
+    duration: float
+    level_db: float
+
+
+def decode_track(
+    path: str | os.PathLike[str], plan: WindowPlan, *, start: float | None = None, end: float | None = None
+) -> DecodedTrack:
+    """Decode a file (or the segment ``[start, end)`` seconds of it) into the plan's windows.
+
+    Args:
+        path: audio file.
+        plan: the store's window plan.
+        start: segment start in seconds (``None``: the file start).
+        end: segment end in seconds (``None``: the file end).
+
+    Returns:
+        The :class:`DecodedTrack`.
+
+    Raises:
+        AudioError: the file is missing, empty, corrupt or undecodable.
+        SilentAudioError: the audio is quieter than ``plan.silence_db`` (flagged, not embedded).
+    """
+    duration = None if end is None else end - (start or 0.0)
+    wave = load_audio(path, sample_rate=plan.sample_rate, offset=start, duration=duration)  # (T,)
+    if wave.size == 0:
+        raise AudioError(f"audio file {path} holds no samples; re-export it or remove it from the collection")
+    level = rms_db(wave)
+    if level < plan.silence_db:
+        raise SilentAudioError(
+            f"silent: RMS level {level:.1f} dB is below {plan.silence_db:g} dB, so the file is not indexed "
+            "(check the file or remove it)"
+        )
+    windows, starts = evenly_spaced_windows(
+        wave, plan.n_windows(wave.shape[0]), plan.window_samples, sample_rate=plan.sample_rate
+    )
+    return DecodedTrack(windows, starts + (start or 0.0), wave.shape[0] / plan.sample_rate, level)
+
+
+def state_checksum(model: Any) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes and bytes, in name order), for models that do
+    not come from a file."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Embedder:
+    """A loaded model and its identity, embedding audio windows, files and texts into unit vectors.
+
+    Args:
+        model: a :class:`~musicsearch.models.dual_encoder.TextToMusic` (put in eval mode here).
+        name: model name recorded in the store (the config name: it does not change when files move).
+        checksum: SHA-256 of the weights file (or of the state dict for a model built in memory).
+        source: how to load the same model again (``--model`` value: a path or a registered name).
+        batch_size: windows per forward pass.
+    """
+
+    def __init__(self, model: TextToMusic, *, name: str, checksum: str, source: str, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.name = name
+        self.checksum = checksum
+        self.source = source
+        self.batch_size = int(batch_size)
+
+    @classmethod
+    def from_model(cls, model: TextToMusic, *, source: str = "<in memory>", batch_size: int = 16) -> Embedder:
+        """Wrap a model built or trained in this process (checksum over its state dict)."""
+        return cls(model, name=model.config.name, checksum=state_checksum(model), source=source, batch_size=batch_size)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.model.config.joint_dim)
+
+    @property
+    def window_samples(self) -> int:
+        """Model input length in samples."""
+        return int(self.model.config.audio.window_samples)
+
+    def plan(self, *, max_windows: int = DEFAULT_MAX_WINDOWS, hop_seconds: float | None = None) -> WindowPlan:
+        """The window plan for this model."""
+        return WindowPlan(self.window_samples, hop_seconds=hop_seconds, max_windows=max_windows)
+
+    def store_info(self, plan: WindowPlan) -> StoreInfo:
+        """What the store records with every vector: model name, weights checksum, preprocessing version."""
+        from musicsearch.index.metadata import StoreInfo
+
+        return StoreInfo(self.name, self.checksum, plan.version())
+
+    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
+        """``(N, window_samples)`` float32 windows -> ``(N, D)`` float32 raw (not normalised) embeddings.
+
+        Raises:
+            MusicSearchError: a wrong window length, or NaN/inf from the model.
+        """
+        from musicsearch.models.inference import embed_windows
+
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
+            raise MusicSearchError(
+                f"windows must be (N, {self.window_samples}) for model {self.name}, got {windows.shape}"
+            )
+        return embed_windows(self.model, windows, batch_size=self.batch_size)
+
+    def embed_decoded(self, decoded: DecodedTrack) -> tuple[np.ndarray, np.ndarray]:
+        """One decoded track -> ``(track (D,) unit float32, windows (n, D) unit float32)``."""
+        raw = self.embed_windows(decoded.windows)  # (n, D)
+        return track_vector(raw), unit_rows(raw, what="window embeddings")
+
+    def embed_file(
+        self,
+        path: str | os.PathLike[str],
+        plan: WindowPlan,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, DecodedTrack]:
+        """Embed a file as the indexer does (for query by example).
+
+        Returns:
+            ``(track (D,), windows (n, D), decoded)``: unit float32 vectors and the decoded windows' facts.
+
+        Raises:
+            AudioError: as :func:`decode_track`.
+        """
+        decoded = decode_track(path, plan, start=start, end=end)
+        track, windows = self.embed_decoded(decoded)
+        return track, windows, decoded
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``N`` texts -> ``(N, D)`` unit float32 embeddings (a classification model takes its tags only).
+
+        Raises:
+            ConfigError: a classification model and a text outside its tag vocabulary.
+        """
+        from musicsearch.models.inference import embed_texts
+
+        return unit_rows(embed_texts(self.model, list(texts)), what="text embeddings")
+
+    def __repr__(self) -> str:
+        return f"Embedder(name={self.name!r}, checksum={self.checksum[:12]}, source={self.source!r})"
+
+
+def track_vector(window_embeddings: np.ndarray) -> np.ndarray:
+    """The track vector: the mean of the raw window embeddings ``(n, D)``, L2-normalised, ``(D,)`` float32."""
+    mean = np.asarray(window_embeddings, dtype=np.float64).mean(axis=0)
+    return unit_rows(mean[None, :], what="track embedding")[0]
+
+
+def load_embedder(model: str | os.PathLike[str] | Embedder, *, batch_size: int = 16) -> Embedder:
+    """Load a model for indexing or querying.
+
+    Args:
+        model: an :class:`Embedder` (returned as is), or what ``--model`` takes: a ``.safetensors`` checkpoint, a
+            training run folder, or a name :func:`musicsearch.models.loading.resolve_model` knows.
+        batch_size: windows per forward pass.
+
+    Returns:
+        The :class:`Embedder` (model in eval mode).
+
+    Raises:
+        CheckpointError: nothing loadable there (the message lists what is accepted).
+    """
+    if isinstance(model, Embedder):
+        return model
+    from musicsearch.models.loading import resolve_model
+
+    resolved = resolve_model(model)
+    spec = str(model)
+    source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().exists() else spec
+    return Embedder(
+        resolved.model, name=resolved.model.config.name, checksum=resolved.sha256, source=source, batch_size=batch_size
+    )
+
+
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (the content hash of incremental indexing)."""
+    return sha256_file(path)

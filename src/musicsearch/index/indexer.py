@@ -1,0 +1,1174 @@
+"""Index a music collection (a folder or a manifest) into a store, incrementally and resumably.
+
+A store is a directory::
+
+    store.json        settings fixed at creation: model (name, weights checksum, where to load it), window plan,
+                      vector backend and its options
+    metadata.sqlite   tracks, windows, tags (:class:`~musicsearch.index.metadata.MetadataDB`)
+    tracks/           one vector per track  (a saved :class:`~musicsearch.index.store.VectorBackend`)
+    windows/          one vector per window (another saved backend; ids disjoint from the track vectors')
+    files.sqlite      per file: size, mtime, SHA-256, resolved path, last outcome (ok / failed and why)
+    index.lock        held by the one indexing run allowed at a time
+
+**Pipeline.** Worker processes (``workers``, a process pool started with ``forkserver``, never importing torch)
+hash and decode files into the plan's windows (:func:`~musicsearch.index.embedder.decode_track`), a bounded
+number ahead of the model; the main process batches windows *across* tracks (``batch_size`` windows per forward
+pass) and runs the model, so decoding overlaps inference. A worker that crashes (a decoder segfault on a hostile
+file) is replaced and the file it held is reported, not fatal.
+
+**Incremental.** A file is unchanged when its SHA-256 (plus its segment and metadata, see :func:`content_key`)
+equals the stored ``content_hash``. The full SHA-256 is cheap next to decoding (~1 GB/s against tens of ms to
+decode a track), catches every edit (a partial hash misses same-size edits in the middle of a file), and is
+skipped altogether for files whose size and mtime match ``files.sqlite``; a file only touched (new mtime, same
+bytes) is hashed and skipped without decoding. Changed files are re-embedded; files gone from the source are
+dropped with ``prune=True`` (otherwise counted as stale in the report).
+
+**Resumable, never corrupt.** Finished tracks are committed in small batches (every ``commit_tracks`` tracks or
+``commit_seconds``, stretched so that saving stays under ~10 % of the run): inside one SQLite transaction the
+tracks are added, both vector backends are saved (each save atomic), then the transaction commits. A run killed
+at any instant leaves the last commit intact; the next run first repairs the one possible gap (vectors saved
+but their metadata not committed, or the reverse after a removal) by dropping orphan vectors and tracks whose
+vectors are missing, then skips every committed file.
+
+**Bad files** (missing, empty, corrupt, silent, undecodable) never stop a run: each is listed with its reason in
+:attr:`IndexReport.failed`, remembered in ``files.sqlite`` and not retried until the file changes (or
+``retry_failed=True``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing as mp
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from musicsearch.audio.io import AUDIO_EXTENSIONS
+from musicsearch.data.manifest import read_manifest
+from musicsearch.data.scan import find_audio_files, path_metadata
+from musicsearch.errors import AudioError, MusicSearchError
+from musicsearch.fileio import sha256_file, write_json
+from musicsearch.index.embedder import (
+    DEFAULT_MAX_WINDOWS,
+    DecodedTrack,
+    Embedder,
+    WindowPlan,
+    decode_track,
+    load_embedder,
+    track_vector,
+    unit_rows,
+)
+from musicsearch.index.metadata import MetadataDB, StoreInfo, TrackInfo, TrackRecord
+from musicsearch.index.store import MANIFEST, VectorBackend, create_backend, open_backend
+
+__all__ = [
+    "STORE_FILE",
+    "FailedFile",
+    "FileLog",
+    "IndexReport",
+    "SourceItem",
+    "Store",
+    "StoreSettings",
+    "collect_source",
+    "content_key",
+    "default_workers",
+    "index_collection",
+    "is_store",
+]
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "store.json"
+METADATA_FILE = "metadata.sqlite"
+FILES_FILE = "files.sqlite"
+TRACKS_DIR = "tracks"
+WINDOWS_DIR = "windows"
+LOCK_FILE = "index.lock"
+STORE_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Settings and the store directory
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What a store is built with (``store.json``); fixed when the store is created.
+
+    Attributes:
+        model_name: the model's config name.
+        weights_checksum: SHA-256 of the model's weights file.
+        model_source: how to load the model again (the ``--model`` value, resolved to an absolute path for files);
+            the default model of queries on this store.
+        plan: the window plan.
+        dim: vector dimension.
+        backend: vector backend name (``faiss``, ``numpy``, ``milvus``).
+        backend_options: options of both backends.
+        created: Unix time of creation.
+    """
+
+    model_name: str
+    weights_checksum: str
+    model_source: str
+    plan: WindowPlan
+    dim: int
+    backend: str = "faiss"
+    backend_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    created: float = 0.0
+
+    def info(self) -> StoreInfo:
+        """The model identity every vector records."""
+        return StoreInfo(self.model_name, self.weights_checksum, self.plan.version())
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields (``store.json``)."""
+        return {
+            "format": STORE_FORMAT,
+            "model_name": self.model_name,
+            "weights_checksum": self.weights_checksum,
+            "model_source": self.model_source,
+            "preprocessing_version": self.plan.version(),
+            "plan": self.plan.to_json(),
+            "dim": self.dim,
+            "backend": self.backend,
+            "backend_options": self.backend_options,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> StoreSettings:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            model_name=str(obj["model_name"]),
+            weights_checksum=str(obj["weights_checksum"]),
+            model_source=str(obj["model_source"]),
+            plan=WindowPlan.from_json(obj["plan"]),
+            dim=int(obj["dim"]),
+            backend=str(obj["backend"]),
+            backend_options=dict(obj.get("backend_options") or {}),
+            created=float(obj.get("created", 0.0)),
+        )
+
+
+def is_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a store directory (holds ``store.json``)."""
+    return (Path(path) / STORE_FILE).is_file()
+
+
+def read_settings(path: str | os.PathLike[str]) -> StoreSettings:
+    """Read ``store.json`` of a store.
+
+    Raises:
+        MusicSearchError: if ``path`` is not a store or its settings are unreadable.
+    """
+    file = Path(path) / STORE_FILE
+    if not file.is_file():
+        raise MusicSearchError(
+            f"{path} is not a musicsearch store (no {STORE_FILE}); "
+            f"build one with `musicsearch index DIR --model MODEL --store {path}`"
+        )
+    try:
+        obj = json.loads(file.read_text(encoding="utf-8"))
+        if int(obj.get("format", 0)) > STORE_FORMAT:
+            raise MusicSearchError(f"{file} was written by a newer musicsearch; upgrade to read it")
+        return StoreSettings.from_json(obj)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, MusicSearchError):
+            raise
+        raise MusicSearchError(f"cannot read store settings {file} ({exc}); re-index into a new store") from exc
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One row of ``files.sqlite``: the last thing known about a file path."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    realpath: str
+    status: str  # "ok" or "failed"
+    reason: str = ""
+
+
+class FileLog:
+    """``files.sqlite``: size, mtime, SHA-256, resolved path and outcome per file path (a cache plus the list of
+    paths the server may play; never the source of truth about which tracks are indexed)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute(
+                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, realpath TEXT NOT NULL, status TEXT NOT NULL, "
+                "reason TEXT NOT NULL DEFAULT '')"
+            )
+        except sqlite3.DatabaseError as exc:
+            self._con.close()
+            raise MusicSearchError(f"{self.path} is not a musicsearch file log ({exc}); delete it") from exc
+
+    def get(self, path: str) -> FileRow | None:
+        """The row of ``path``, or ``None``."""
+        row = self._con.execute(
+            "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        return None if row is None else FileRow(*row)
+
+    def put(self, rows: Iterable[FileRow]) -> None:
+        """Insert or replace rows in one transaction."""
+        values = [(r.path, r.size, r.mtime_ns, r.sha256, r.realpath, r.status, r.reason) for r in rows]
+        if not values:
+            return
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            self._con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._con.close()
+
+
+class Store:
+    """An open store directory: settings, metadata database, the two vector backends and the file log.
+
+    Open with :meth:`open` (read, or write with the store's lock held) or :meth:`create`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        settings: StoreSettings,
+        db: MetadataDB,
+        tracks: VectorBackend,
+        windows: VectorBackend,
+        files: FileLog,
+        lock: IO[Any] | None,
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.db = db
+        self.tracks = tracks
+        self.windows = windows
+        self.files = files
+        self._lock = lock
+
+    # -- opening ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], settings: StoreSettings) -> Store:
+        """Create a new, empty store at ``path`` (a new or empty directory) and open it for writing.
+
+        Raises:
+            MusicSearchError: if ``path`` already holds a store or other files.
+        """
+        dest = Path(path)
+        if is_store(dest):
+            raise MusicSearchError(f"{dest} already holds a store; open it instead")
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise MusicSearchError(f"{dest} exists and is not an empty folder; give a new folder for the store")
+        dest.mkdir(parents=True, exist_ok=True)
+        lock = _acquire_lock(dest)
+        try:
+            create_backend(settings.backend, settings.dim, **settings.backend_options).close()  # options valid?
+            db = MetadataDB(dest / METADATA_FILE)
+            db.set_info(settings.info())
+            db.close()
+            write_json(dest / STORE_FILE, settings.to_json())  # last: a store exists once its settings do
+        except BaseException:
+            lock.close()
+            raise
+        lock.close()
+        return cls.open(dest, writable=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, writable: bool = False) -> Store:
+        """Open an existing store.
+
+        Args:
+            path: the store directory.
+            writable: take the store's lock (one indexing run at a time) and repair the gap a killed run may
+                have left (see the module docstring).
+
+        Raises:
+            MusicSearchError: not a store, unreadable, or (writable) another run holds the lock.
+        """
+        dest = Path(path)
+        settings = read_settings(dest)
+        lock = _acquire_lock(dest) if writable else None
+        try:
+            db = MetadataDB(dest / METADATA_FILE)
+            stored = db.info()
+            if stored is not None and stored != settings.info():
+                raise MusicSearchError(
+                    f"{dest}: the metadata database and {STORE_FILE} name different models; the store is damaged, "
+                    "re-index into a new store"
+                )
+            tracks = _open_or_create(dest / TRACKS_DIR, settings)
+            windows = _open_or_create(dest / WINDOWS_DIR, settings)
+            files = FileLog(dest / FILES_FILE)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        store = cls(dest, settings, db, tracks, windows, files, lock)
+        if writable:
+            store.repair()
+        return store
+
+    def close(self) -> None:
+        """Close the database connections and backends and release the lock."""
+        with contextlib.suppress(Exception):
+            self.tracks.close()
+            self.windows.close()
+        self.db.close()
+        self.files.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self.db)
+
+    # -- model check -----------------------------------------------------------------------------------------
+
+    def check_model(self, embedder: Embedder) -> None:
+        """Refuse a model (or window plan) other than the one that built the store.
+
+        Raises:
+            MusicSearchError: naming both models and saying what to do.
+        """
+        stored = self.settings.info()
+        wanted = embedder.store_info(self.settings.plan)
+        if stored == wanted:
+            return
+        raise MusicSearchError(
+            f"store {self.path} was indexed with model {stored.model_name} (weights {stored.weights_checksum[:12]}, "
+            f"loaded from {self.settings.model_source}) but the model given is {wanted.model_name} (weights "
+            f"{wanted.weights_checksum[:12]}, from {embedder.source}); their vectors are not comparable. Query with "
+            f"--model {self.settings.model_source} (the default when --model is omitted), or re-index the "
+            "collection with this model into a new store"
+        )
+
+    def load_embedder(self, model: str | os.PathLike[str] | Embedder | None = None) -> Embedder:
+        """The store's own model (``model=None``), or ``model`` after checking it matches the store."""
+        embedder = load_embedder(self.settings.model_source if model is None else model)
+        self.check_model(embedder)
+        return embedder
+
+    # -- vectors ---------------------------------------------------------------------------------------------
+
+    def version_token(self) -> str:
+        """A string that changes whenever the saved vectors change (for caches of derived data)."""
+        parts = []
+        for sub in (TRACKS_DIR, WINDOWS_DIR):
+            try:
+                manifest = json.loads((self.path / sub / MANIFEST).read_text(encoding="utf-8"))
+                parts.append(json.dumps(manifest.get("files", manifest), sort_keys=True))
+            except (OSError, ValueError):
+                parts.append("empty")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def save_vectors(self) -> None:
+        """Save both backends (each save atomic)."""
+        self.tracks.save(self.path / TRACKS_DIR)
+        self.windows.save(self.path / WINDOWS_DIR)
+
+    def repair(self) -> int:
+        """Make the metadata and the saved vectors agree after a killed run; return how many items were fixed.
+
+        Drops vectors no committed track owns, and tracks some of whose vectors are missing (those files are
+        indexed again by the next run, since the store no longer lists them).
+        """
+        db_t, be_t = self.db.vector_ids(level="track"), self.tracks.ids()
+        db_w, be_w = self.db.vector_ids(level="window"), self.windows.ids()
+        orphan_t, orphan_w = np.setdiff1d(be_t, db_t), np.setdiff1d(be_w, db_w)
+        missing = np.union1d(np.setdiff1d(db_t, be_t), np.setdiff1d(db_w, be_w))
+        broken = sorted({ref.track.id for ref in self.db.lookup_vectors(missing) if ref is not None})
+        if not (orphan_t.size or orphan_w.size or broken):
+            return 0
+        log.warning(
+            "repairing %s after an interrupted run: %d orphan vectors, %d tracks with missing vectors",
+            self.path,
+            orphan_t.size + orphan_w.size,
+            len(broken),
+        )
+        with self.db.transaction():
+            for track in broken:
+                vids = self.db.remove_track(track)
+                self.tracks.remove(vids)
+                self.windows.remove(vids)
+            self.tracks.remove(orphan_t)
+            self.windows.remove(orphan_w)
+            self.save_vectors()
+        return int(orphan_t.size + orphan_w.size + len(broken))
+
+    # -- audio files -----------------------------------------------------------------------------------------
+
+    def playable_path(self, track: int) -> Path:
+        """The audio file of an indexed track, only if it is still the file that was indexed.
+
+        Security rule: a path is served only when the track is in the metadata database *and* its path resolves
+        (symlinks followed) to exactly the resolved path recorded when it was indexed (for a folder, inside that
+        folder), names a regular file with an audio suffix. No path ever comes from the caller.
+
+        Raises:
+            MusicSearchError: unknown track, or the file is gone, moved or re-pointed elsewhere.
+        """
+        rec = self.db.get_track(int(track))
+        if rec is None:
+            raise MusicSearchError(f"no track with id {track} in this store")
+        row = self.files.get(rec.path)
+        real = os.path.realpath(rec.path)
+        if row is None or row.status != "ok" or row.realpath != real:
+            raise MusicSearchError(f"track {track}: its file is not the one that was indexed; re-index the collection")
+        if not os.path.isfile(real) or Path(real).suffix.lower() not in AUDIO_EXTENSIONS:
+            raise MusicSearchError(f"track {track}: its audio file is missing; re-index the collection")
+        return Path(real)
+
+
+def _acquire_lock(dest: Path) -> IO[Any]:
+    fh = open(dest / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise MusicSearchError(
+            f"another indexing run is writing {dest}; wait for it to finish (a killed run releases the lock)"
+        ) from None
+    return fh
+
+
+def _open_or_create(path: Path, settings: StoreSettings) -> VectorBackend:
+    if (path / MANIFEST).is_file():
+        backend = open_backend(path)
+        if backend.dim != settings.dim:
+            raise MusicSearchError(f"{path} holds {backend.dim}-d vectors but the store's model has {settings.dim}")
+        return backend
+    return create_backend(settings.backend, settings.dim, **settings.backend_options)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The source: a folder or a manifest
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One track to index.
+
+    Attributes:
+        track_id: unique id: the path relative to the folder (``/``-separated, with its suffix), or the
+            manifest's ``track_id``.
+        path: the audio file.
+        start, end: segment bounds in seconds (manifests only), or ``None``.
+        tags: labels.
+        title, artist, album, year, folder: metadata for display and filters.
+    """
+
+    track_id: str
+    path: str
+    start: float | None = None
+    end: float | None = None
+    tags: tuple[str, ...] = ()
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    year: int | None = None
+    folder: str | None = None
+
+    def meta_digest(self) -> str:
+        """Short hash of everything but the audio bytes (so editing a tag re-indexes the track)."""
+        obj = [self.start, self.end, sorted(self.tags), self.title, self.artist, self.album, self.year, self.folder]
+        return hashlib.sha256(json.dumps(obj, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def content_key(sha256: str, item: SourceItem) -> str:
+    """The ``content_hash`` stored for a track: ``sha256:<file hash>;meta:<digest of segment and metadata>``."""
+    return f"sha256:{sha256};meta:{item.meta_digest()}"
+
+
+def _year(value: Any) -> int | None:
+    try:
+        return None if value in (None, "") else int(str(value)[:4])
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def collect_source(source: str | os.PathLike[str]) -> tuple[list[SourceItem], list[FailedFile]]:
+    """The tracks of a folder (found recursively, see :func:`musicsearch.data.scan.find_audio_files`) or of a
+    JSONL manifest.
+
+    For a folder: ``track_id`` is the relative path, metadata comes from the path convention
+    ``Artist/Album/NN Title.ext`` (:func:`musicsearch.data.scan.path_metadata`), ``folder`` is the relative parent
+    folder; a symlink whose target lies outside the folder is rejected (it would let the server reach outside
+    the collection). For a manifest: its fields, ``metadata`` giving title/artist/album/year/folder.
+
+    Returns:
+        ``(items, rejected)``.
+
+    Raises:
+        ManifestError: ``source`` is neither a folder nor a readable manifest.
+    """
+    src = Path(source)
+    items: list[SourceItem] = []
+    rejected: list[FailedFile] = []
+    if src.is_dir():
+        root = Path(os.path.abspath(src))
+        real_root = os.path.realpath(root)
+        for path in find_audio_files(root):
+            rel = path.relative_to(root).as_posix()
+            real = os.path.realpath(path)
+            if os.path.commonpath([real_root, real]) != real_root:
+                rejected.append(FailedFile(rel, str(path), f"symlink points outside the collection (to {real})"))
+                continue
+            meta = path_metadata(rel)
+            items.append(
+                SourceItem(
+                    track_id=rel,
+                    path=str(path),
+                    title=_text(meta.get("title")),
+                    artist=_text(meta.get("artist")),
+                    album=_text(meta.get("album")),
+                    folder=str(meta.get("folder", "")),
+                )
+            )
+        return items, rejected
+    for t in read_manifest(src):
+        m = t.metadata
+        items.append(
+            SourceItem(
+                track_id=t.track_id,
+                path=t.audio_path,
+                start=t.start,
+                end=t.end,
+                tags=tuple(t.tags),
+                title=_text(m.get("title")),
+                artist=_text(m.get("artist")),
+                album=_text(m.get("album")),
+                year=_year(m.get("year")),
+                folder=_text(m.get("folder")) if m.get("folder") is not None else os.path.dirname(t.audio_path),
+            )
+        )
+    return items, rejected
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    """A file that was not indexed, and why."""
+
+    track_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did.
+
+    Attributes:
+        store: the store directory.
+        scanned: tracks in the source.
+        added: tracks indexed for the first time.
+        updated: changed tracks re-embedded.
+        unchanged: tracks skipped because their file and metadata are unchanged.
+        removed: tracks dropped (``prune``) or repaired away.
+        stale: tracks in the store but no longer in the source (kept: pass ``prune`` to drop them).
+        failed: files not indexed, with reasons.
+        windows: window vectors embedded.
+        wall_seconds: whole run.
+        decode_seconds: hashing + decoding, summed over workers (CPU-seconds).
+        model_seconds: model forward passes in the main process.
+        write_seconds: commits (metadata + saving vectors).
+        repaired: items fixed after a killed run.
+    """
+
+    store: str
+    scanned: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    stale: int = 0
+    failed: list[FailedFile] = field(default_factory=list)
+    windows: int = 0
+    wall_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    model_seconds: float = 0.0
+    write_seconds: float = 0.0
+    repaired: int = 0
+    workers: int = 0
+    batch_size: int = 0
+
+    @property
+    def embedded(self) -> int:
+        """Tracks embedded in this run."""
+        return self.added + self.updated
+
+    @property
+    def tracks_per_minute(self) -> float:
+        """Embedded tracks per minute of wall time."""
+        return 60.0 * self.embedded / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "store": self.store,
+            "scanned": self.scanned,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "stale": self.stale,
+            "failed": [{"track_id": f.track_id, "path": f.path, "reason": f.reason} for f in self.failed],
+            "windows": self.windows,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "decode_seconds": round(self.decode_seconds, 3),
+            "model_seconds": round(self.model_seconds, 3),
+            "write_seconds": round(self.write_seconds, 3),
+            "tracks_per_minute": round(self.tracks_per_minute, 1),
+            "repaired": self.repaired,
+            "workers": self.workers,
+            "batch_size": self.batch_size,
+        }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Worker side (no torch here)
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    path: str
+    start: float | None
+    end: float | None
+    known_sha: str | None  # from files.sqlite when size and mtime match
+    stored_key: str | None  # content_hash of the stored track with this id
+    meta_digest: str
+    plan: WindowPlan
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    index: int
+    status: str  # "ok", "unchanged", "failed"
+    sha256: str = ""
+    decoded: DecodedTrack | None = None
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def _run_job(job: _Job) -> _Outcome:
+    """Hash a file and, unless unchanged, decode it into windows. Never raises for a bad file."""
+    t0 = time.perf_counter()
+    sha = job.known_sha or ""
+    try:
+        sha = sha or sha256_file(job.path)
+        if job.stored_key == f"sha256:{sha};meta:{job.meta_digest}":
+            return _Outcome(job.index, "unchanged", sha, seconds=time.perf_counter() - t0)
+        decoded = decode_track(job.path, job.plan, start=job.start, end=job.end)
+        return _Outcome(job.index, "ok", sha, decoded, seconds=time.perf_counter() - t0)
+    except AudioError as exc:
+        return _Outcome(job.index, "failed", sha, reason=str(exc), seconds=time.perf_counter() - t0)
+    except OSError as exc:
+        return _Outcome(
+            job.index, "failed", sha, reason=f"cannot read the file: {exc}", seconds=time.perf_counter() - t0
+        )
+    except Exception as exc:  # one bad file never stops the run
+        return _Outcome(
+            job.index,
+            "failed",
+            sha,
+            reason=f"decoding failed: {type(exc).__name__}: {exc}",
+            seconds=time.perf_counter() - t0,
+        )
+
+
+def default_workers() -> int:
+    """Decoding processes by default: one per core beyond the one running the model, 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: exit when the indexing process is gone (a SIGKILLed parent would otherwise leave its
+    workers blocked on their queue forever)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, under another user (cannot happen for our own parent)
+                pass
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A pool of decoding processes. With ``forkserver`` (Linux) the server preloads this module only, not the
+    caller's ``__main__``: workers start in milliseconds, never import torch, and a script without an
+    ``if __name__ == "__main__"`` guard is not re-run in them."""
+    if "forkserver" in mp.get_all_start_methods():
+        server = mp.get_context("forkserver")
+        server.set_forkserver_preload([__name__])  # no effect once this process's fork server runs
+        ctx: Any = server
+    else:
+        ctx = mp.get_context("spawn")
+    return cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+    )
+
+
+def _outcomes(jobs: Sequence[_Job], workers: int) -> Iterator[_Outcome]:
+    """Run jobs in a process pool, at most ``2·workers + 2`` ahead of the consumer, yielding as they finish.
+
+    ``workers == 0`` runs them inline. When the pool breaks (a worker killed by a decoder crash), the jobs it
+    held are re-run one at a time in a fresh pool so the one that crashes is found and reported alone.
+    """
+    if workers <= 0:
+        for job in jobs:
+            yield _run_job(job)
+        return
+    queue = iter(jobs)
+    suspects: list[_Job] = []
+    ahead = 2 * workers + 2
+    while True:
+        pool = _pool(workers)
+        broken = False
+        pending: dict[cf.Future[_Outcome], _Job] = {}
+        try:
+            # suspects of the last breakage run one at a time; then the rest, several ahead
+            while suspects:
+                job = suspects.pop(0)
+                try:
+                    yield pool.submit(_run_job, job).result()
+                except BrokenProcessPool:
+                    yield _Outcome(job.index, "failed", reason="the decoder crashed on this file (worker died)")
+                    broken = True
+                    break
+            if broken:
+                continue
+            for job in itertools.islice(queue, ahead):
+                pending[pool.submit(_run_job, job)] = job
+            while pending:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    job = pending.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        suspects.append(job)
+                        continue
+                    yield outcome
+                    if not broken:
+                        for nxt in itertools.islice(queue, 1):
+                            pending[pool.submit(_run_job, nxt)] = nxt
+                if broken:
+                    suspects.extend(pending.values())
+                    pending.clear()
+            if not broken:
+                return
+            log.warning("a decoding worker died; re-running %d files one at a time", len(suspects))
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Main process: batching windows across tracks, committing
+
+
+@dataclass
+class _Slot:
+    index: int
+    outcome: _Outcome
+    raw: np.ndarray  # (n, D) window embeddings being filled
+    filled: int = 0
+
+
+class _Batcher:
+    """Queue windows of several tracks and embed them ``batch_size`` at a time; hand back finished tracks."""
+
+    def __init__(self, embedder: Embedder, batch_size: int) -> None:
+        self.embedder = embedder
+        self.batch_size = batch_size
+        self.queue: list[tuple[_Slot, int]] = []  # (slot, first window not yet queued for the model)
+        self.queued = 0
+        self.model_seconds = 0.0
+
+    def add(self, outcome: _Outcome) -> list[_Slot]:
+        assert outcome.decoded is not None
+        n = outcome.decoded.windows.shape[0]
+        slot = _Slot(outcome.index, outcome, np.empty((n, self.embedder.dim), np.float32))
+        self.queue.append((slot, 0))
+        self.queued += n
+        done: list[_Slot] = []
+        while self.queued >= self.batch_size:
+            done += self._run(self.batch_size)
+        return done
+
+    def flush(self) -> list[_Slot]:
+        done: list[_Slot] = []
+        while self.queued:
+            done += self._run(min(self.queued, self.batch_size))
+        return done
+
+    def _run(self, m: int) -> list[_Slot]:
+        parts: list[tuple[_Slot, int, int]] = []  # (slot, first window, stop)
+        need = m
+        while need:
+            slot, first = self.queue[0]
+            assert slot.outcome.decoded is not None
+            n = slot.outcome.decoded.windows.shape[0]
+            take = min(need, n - first)
+            parts.append((slot, first, first + take))
+            need -= take
+            if first + take == n:
+                self.queue.pop(0)
+            else:
+                self.queue[0] = (slot, first + take)
+        batch = np.concatenate([s.outcome.decoded.windows[a:b] for s, a, b in parts if s.outcome.decoded is not None])
+        t0 = time.perf_counter()
+        emb = self.embedder.embed_windows(batch)  # (m, D)
+        self.model_seconds += time.perf_counter() - t0
+        self.queued -= m
+        done = []
+        row = 0
+        for slot, a, b in parts:
+            slot.raw[a:b] = emb[row : row + b - a]
+            row += b - a
+            slot.filled += b - a
+            if slot.filled == slot.raw.shape[0]:
+                done.append(slot)
+        return done
+
+
+@dataclass
+class _Ready:
+    item: SourceItem
+    info: TrackInfo
+    track: np.ndarray  # (D,) unit
+    windows: np.ndarray  # (n, D) unit
+    starts: np.ndarray  # (n,) seconds
+    replace: int | None  # stored track (int id) this one replaces
+
+
+class _Writer:
+    """Collects finished tracks and commits them in small atomic batches (see the module docstring)."""
+
+    def __init__(self, store: Store, report: IndexReport, *, commit_tracks: int, commit_seconds: float) -> None:
+        self.store = store
+        self.report = report
+        self.commit_tracks = max(1, commit_tracks)
+        self.commit_seconds = commit_seconds
+        self.ready: list[_Ready] = []
+        self.rows: list[FileRow] = []
+        self.removals: list[int] = []
+        self.last = time.monotonic()
+        self.last_save = 0.0
+
+    def add(self, ready: _Ready, row: FileRow) -> None:
+        self.ready.append(ready)
+        self.rows.append(row)
+
+    def note(self, row: FileRow) -> None:
+        self.rows.append(row)
+
+    def due(self) -> bool:
+        interval = max(self.commit_seconds, 10.0 * self.last_save)
+        return len(self.ready) >= self.commit_tracks or (
+            bool(self.ready or self.rows) and time.monotonic() - self.last >= interval
+        )
+
+    def commit(self) -> None:
+        if not (self.ready or self.rows or self.removals):
+            return
+        t0 = time.perf_counter()
+        store = self.store
+        # the file log first: extra rows for tracks that end up uncommitted are harmless (see Store.playable_path)
+        store.files.put(self.rows)
+        with store.db.transaction():
+            drop: list[np.ndarray] = []
+            for track in self.removals:
+                drop.append(store.db.remove_track(track))
+            for r in self.ready:
+                if r.replace is not None:
+                    drop.append(store.db.remove_track(r.replace))
+            if drop:
+                ids = np.concatenate(drop)
+                store.tracks.remove(ids)
+                store.windows.remove(ids)
+            t_ids, t_vecs, w_ids, w_vecs = [], [], [], []
+            for r in self.ready:
+                rec, wins = store.db.add_track(r.info, window_starts=r.starts.tolist())
+                assert rec.vector_id is not None
+                t_ids.append(rec.vector_id)
+                t_vecs.append(r.track)
+                w_ids += [w.vector_id for w in wins]
+                w_vecs.append(r.windows)
+            if t_ids:  # one add per backend and commit: an upsert scans the store once
+                store.tracks.add(np.array(t_ids, np.int64), np.stack(t_vecs))
+                store.windows.add(np.array(w_ids, np.int64), np.concatenate(w_vecs))
+            t_save = time.perf_counter()
+            store.save_vectors()
+            self.last_save = time.perf_counter() - t_save
+        self.report.removed += len(self.removals)
+        self.ready, self.rows, self.removals = [], [], []
+        self.last = time.monotonic()
+        self.report.write_seconds += time.perf_counter() - t0
+
+
+def index_collection(
+    source: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | Embedder | None = None,
+    backend: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    workers: int | None = None,
+    batch_size: int = 16,
+    max_windows: int | None = None,
+    prune: bool = False,
+    retry_failed: bool = False,
+    commit_tracks: int = 256,
+    commit_seconds: float = 30.0,
+    progress: bool = False,
+) -> IndexReport:
+    """Index (or update) a store from a folder or a manifest.
+
+    Args:
+        source: folder of audio files, or a JSONL manifest.
+        store: the store directory (created when missing).
+        model: ``--model`` value or an :class:`Embedder`; may be omitted for an existing store (its own model).
+        backend: vector backend of a new store (``faiss`` by default; ``numpy``, ``milvus``).
+        backend_options: options of a new store's backends (e.g. ``{"exact_threshold": 100000}``).
+        workers: decoding processes (default :func:`default_workers`; 0 decodes in the main process).
+        batch_size: windows per model forward pass, across tracks.
+        max_windows: windows per track at most, for a new store (default 16).
+        prune: drop stored tracks that are no longer in the source.
+        retry_failed: retry files that failed before and have not changed since.
+        commit_tracks: commit after this many finished tracks ...
+        commit_seconds: ... or this many seconds (stretched to keep commits under ~10 % of the time).
+        progress: show a tqdm progress bar (tracks/s and time left) on stderr.
+
+    Returns:
+        The :class:`IndexReport`.
+
+    Raises:
+        MusicSearchError: unreadable source, a model other than the store's, settings that contradict the store,
+            or another run holding the store.
+    """
+    t_start = time.perf_counter()
+    if batch_size < 1:
+        raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 0:
+        raise MusicSearchError(f"workers must be >= 0, got {workers}")
+    items, rejected = collect_source(source)
+    path = Path(store)
+    if is_store(path):
+        settings = read_settings(path)
+        if backend is not None and backend != settings.backend:
+            raise MusicSearchError(
+                f"store {path} uses the {settings.backend!r} backend, not {backend!r}; "
+                "omit --backend or use a new store"
+            )
+        if max_windows is not None and max_windows != settings.plan.max_windows:
+            raise MusicSearchError(
+                f"store {path} was built with at most {settings.plan.max_windows} windows a track, not {max_windows}; "
+                "omit --max-windows or use a new store"
+            )
+        embedder = load_embedder(settings.model_source if model is None else model, batch_size=batch_size)
+        st = Store.open(path, writable=True)
+    else:
+        if model is None:
+            raise MusicSearchError(f"{path} is a new store: give the model to index with (--model NAME_OR_PATH)")
+        embedder = load_embedder(model, batch_size=batch_size)
+        plan = embedder.plan(max_windows=DEFAULT_MAX_WINDOWS if max_windows is None else max_windows)
+        settings = StoreSettings(
+            model_name=embedder.name,
+            weights_checksum=embedder.checksum,
+            model_source=embedder.source,
+            plan=plan,
+            dim=embedder.dim,
+            backend=backend or "faiss",
+            backend_options=dict(backend_options or {}),
+            created=time.time(),
+        )
+        st = Store.create(path, settings)
+    report = IndexReport(store=str(path), scanned=len(items) + len(rejected), workers=workers, batch_size=batch_size)
+    report.failed.extend(rejected)
+    try:
+        st.check_model(embedder)
+        report.repaired = st.repair()
+        _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,
+                    commit_seconds, progress)  # fmt: skip
+    finally:
+        st.close()
+    report.wall_seconds = time.perf_counter() - t_start
+    return report
+
+
+def _index_into(
+    st: Store,
+    embedder: Embedder,
+    items: list[SourceItem],
+    report: IndexReport,
+    workers: int,
+    batch_size: int,
+    prune: bool,
+    retry_failed: bool,
+    commit_tracks: int,
+    commit_seconds: float,
+    progress: bool,
+) -> None:
+    plan = st.settings.plan
+    jobs: list[_Job] = []
+    stats: dict[int, tuple[int, int, str]] = {}  # item index -> (size, mtime_ns, realpath)
+    existing: dict[int, TrackRecord] = {}
+    seen_ids: set[str] = set()
+    for i, item in enumerate(items):
+        seen_ids.add(item.track_id)
+        try:
+            stat = os.stat(item.path)
+        except OSError as exc:
+            report.failed.append(FailedFile(item.track_id, item.path, f"cannot read the file: {exc.strerror}"))
+            continue
+        stats[i] = (stat.st_size, stat.st_mtime_ns, os.path.realpath(item.path))
+        rec = st.db.find_track(item.track_id)
+        if rec is not None:
+            existing[i] = rec
+        row = st.files.get(item.path)
+        known = row.sha256 if row and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns) else None
+        if known and rec is not None and rec.content_hash == content_key(known, item):
+            report.unchanged += 1
+            continue
+        whole_file = item.start is None and item.end is None
+        if known and row is not None and row.status == "failed" and whole_file and rec is None and not retry_failed:
+            report.failed.append(FailedFile(item.track_id, item.path, f"{row.reason} (unchanged since it failed)"))
+            continue
+        jobs.append(
+            _Job(
+                i,
+                item.path,
+                item.start,
+                item.end,
+                known,
+                None if rec is None else rec.content_hash,
+                item.meta_digest(),
+                plan,
+            )
+        )
+    stale = [t for t in st.db.iter_tracks() if t.track_id not in seen_ids]
+    writer = _Writer(st, report, commit_tracks=commit_tracks, commit_seconds=commit_seconds)
+    if prune:
+        writer.removals = [t.id for t in stale]
+    else:
+        report.stale = len(stale)
+    batcher = _Batcher(embedder, batch_size)
+    bar = tqdm(total=len(jobs), desc="index", unit="track", disable=not progress, smoothing=0.1, dynamic_ncols=True)
+
+    def row_for(i: int, sha: str, status: str, reason: str = "") -> FileRow:
+        size, mtime, real = stats[i]
+        return FileRow(items[i].path, size, mtime, sha, real, status, reason)
+
+    def finish(slots: list[_Slot]) -> None:
+        for slot in slots:
+            item, out = items[slot.index], slot.outcome
+            assert out.decoded is not None
+            try:
+                track, windows = track_vector(slot.raw), unit_rows(slot.raw, what="window embeddings")
+            except MusicSearchError as exc:
+                report.failed.append(FailedFile(item.track_id, item.path, str(exc)))
+                writer.note(row_for(slot.index, out.sha256, "failed", str(exc)))
+                bar.update(1)
+                continue
+            rec = existing.get(slot.index)
+            info = TrackInfo(
+                track_id=item.track_id,
+                path=item.path,
+                content_hash=content_key(out.sha256, item),
+                duration=round(out.decoded.duration, 3),
+                title=item.title,
+                artist=item.artist,
+                album=item.album,
+                year=item.year,
+                folder=item.folder,
+                tags=item.tags,
+            )
+            writer.add(
+                _Ready(item, info, track, windows, out.decoded.starts, None if rec is None else rec.id),
+                row_for(slot.index, out.sha256, "ok"),
+            )
+            if rec is None:
+                report.added += 1
+            else:
+                report.updated += 1
+            report.windows += windows.shape[0]
+            bar.update(1)
+
+    interrupted = True
+    try:
+        for out in _outcomes(jobs, workers):
+            report.decode_seconds += out.seconds
+            item = items[out.index]
+            if out.status == "failed":
+                report.failed.append(FailedFile(item.track_id, item.path, out.reason))
+                if out.sha256:
+                    writer.note(row_for(out.index, out.sha256, "failed", out.reason))
+                bar.update(1)
+            elif out.status == "unchanged":
+                report.unchanged += 1
+                writer.note(row_for(out.index, out.sha256, "ok"))
+                bar.update(1)
+            else:
+                finish(batcher.add(out))
+            bar.set_postfix(failed=len(report.failed), refresh=False)
+            if writer.due():
+                writer.commit()
+        finish(batcher.flush())
+        interrupted = False
+    except KeyboardInterrupt:
+        writer.commit()  # keep what is finished (Ctrl-C): a rerun resumes after it
+        raise
+    finally:
+        bar.close()
+        report.model_seconds += batcher.model_seconds
+    if not interrupted:
+        writer.commit()

@@ -1,0 +1,1128 @@
+"""The one search function: text, example, or both; filters; negative terms; calibrated relevance.
+
+:func:`search` (and :class:`Searcher`, which keeps a store and its model open for a server) ranks the tracks of
+a store built by :func:`musicsearch.index.indexer.index_collection`.
+
+**Query vector.** A text query is split by :func:`parse_query` into what is wanted (embedded as one text by the
+store's model: tags and sentences go through the same text tower) and negative terms. An example (``like``) is
+an indexed track (its stored track vector) or, from Python and the CLI, an audio file embedded on the fly exactly
+as the indexer would. Text and example together: ``q = normalize(w·t̂ + (1 − w)·â)`` with ``w = text_weight``
+(default 0.5: equal say), where ``t̂`` and ``â`` are the unit text and example vectors.
+
+**Ranking.** Tracks are ranked by the cosine of ``q`` and their track vector (the mean of their windows, as in
+the paper's retrieval protocol), inside the vector index: metadata filters become the index's ``allowed_ids``,
+so ``k`` filtered results come back even when the filter keeps 0.1 % of the store. Each result then gets its
+best-matching window (the window vector most similar to ``q``) and that window's start time.
+
+**Negative terms** ("no vocals", "without drums", "-drums") are never embedded as part of the query. Each
+negative text ``n_j`` is embedded alone; a track is penalised by how much more it resembles ``n_j`` than the
+collection's average track does::
+
+    score = cos(q, a) − λ · Σ_j max(0, cos(n̂_j, a) − n̂_j·ā)
+
+with ``λ = negative_weight`` (default 1) and ``ā`` the mean unit track vector of the store. The penalty re-ranks
+the top ``max(4k, k + 50)`` candidates of the positive query.
+
+**Calibrated relevance.** Cosines are not comparable across queries (some texts sit closer to every track).
+Each score is turned into a z-score against the store's background, built from the store itself (see
+:func:`calibrate`): ``z = (s − q̂·ā) / σ``, where ``q̂·ā`` is the query's similarity to the average track (its
+expected score for a random track) and ``σ`` the spread of such centred scores over random (generic text,
+track) pairs (``σ_text``) or random (track, track) pairs (``σ_audio``; mixed by ``w`` for combined queries).
+Then ``relevance = 1 / (1 + exp(−2·(z − z₀)))`` with ``z₀`` the 95th percentile of the background z-scores: a
+result as similar to the query as the top 5 % of random pairs gets 0.5. Relevance is strictly increasing in the
+score within a query; :data:`NO_MATCH_THRESHOLD` (0.5) is the "no good match" line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musicsearch.errors import MusicSearchError
+from musicsearch.fileio import write_json
+from musicsearch.index.embedder import Embedder, unit_rows
+from musicsearch.index.indexer import Store
+from musicsearch.index.metadata import MetadataFilter, TrackRecord
+from musicsearch.index.store import VectorBackend
+
+__all__ = [
+    "GENERIC_QUERIES",
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "NO_MATCH_THRESHOLD",
+    "Calibration",
+    "ParsedQuery",
+    "Result",
+    "SearchResponse",
+    "Searcher",
+    "calibrate",
+    "parse_filters",
+    "parse_query",
+    "prepare_store",
+    "search",
+]
+
+log = logging.getLogger(__name__)
+
+#: Longest accepted text query, in characters.
+MAX_QUERY_CHARS = 500
+#: Most negative terms in one query.
+MAX_NEGATIVES = 8
+#: Most results one query may ask for.
+MAX_K = 1000
+#: Relevance below which the best result counts as "no good match".
+NO_MATCH_THRESHOLD = 0.5
+#: Logistic slope of the relevance mapping, per unit of z.
+RELEVANCE_SLOPE = 2.0
+#: Background percentile that maps to relevance 0.5.
+BACKGROUND_QUANTILE = 0.95
+CALIBRATION_FILE = "calibration.json"
+MAP_FILE = "map.json"
+CALIBRATION_VERSION = 1
+
+#: Generic music descriptions: the text half of the calibration background (with up to 32 of the store's tags).
+GENERIC_QUERIES: tuple[str, ...] = (
+    "rock", "pop song", "jazz", "classical music", "electronic dance music", "hip hop", "ambient", "folk song",
+    "heavy metal", "blues", "country", "reggae", "piano", "acoustic guitar", "electric guitar", "drums",
+    "strings", "female vocals", "male vocals", "instrumental", "happy", "sad", "calm", "energetic",
+    "fast tempo", "slow tempo", "loud", "quiet", "dark", "romantic", "orchestral", "solo piano", "guitar solo",
+    "bass", "synthesizer", "choir", "an upbeat dance track", "relaxing background music", "a sad song with piano",
+    "an energetic rock song with electric guitars", "a calm ambient piece", "music for studying", "party music",
+    "a jazz trio", "a song with a female singer", "lo-fi beats", "epic cinematic music", "a children's song",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Query parsing
+
+#: Words that start a negative term.
+NEGATION_WORDS = frozenset({"no", "without", "not", "minus", "except", "excluding", "exclude"})
+#: Words that end a negative term (and are dropped next to one).
+CONJUNCTIONS = frozenset({"and", "but", "or", "with", "yet", "plus"})
+#: Words of a negative term after its marker, at most.
+MAX_NEGATIVE_WORDS = 3
+_TOKEN = re.compile(r"""-"[^"]*"|-'[^']*'|[,;.!?]|[^\s,;.!?]+""")
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """A text query split into what is wanted and what is not.
+
+    Attributes:
+        raw: the query as given (normalised: NFC, spaces collapsed).
+        positive: the text embedded as the query ("" when the query has only negative terms).
+        negatives: negative terms, each embedded alone.
+    """
+
+    raw: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+
+
+def _check_text(text: str, what: str) -> str:
+    if not isinstance(text, str):
+        raise MusicSearchError(f"{what} must be a string, got {type(text).__name__}")
+    if "\ufffd" in text:
+        raise MusicSearchError(f"{what} is not valid UTF-8 text (it holds undecodable bytes); send UTF-8")
+    text = unicodedata.normalize("NFC", text)
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
+        raise MusicSearchError(f"{what} holds control characters; send plain text")
+    text = " ".join(text.split())
+    if len(text) > MAX_QUERY_CHARS:
+        raise MusicSearchError(
+            f"{what} is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}: describe the music in a sentence"
+        )
+    return text
+
+
+def parse_query(text: str) -> ParsedQuery:
+    """Split a query into its positive text and its negative terms.
+
+    Rule (applied left to right, case-insensitive markers):
+
+    * ``-word`` or ``-"a phrase"`` is a negative term;
+    * ``no``, ``without``, ``not``, ``minus``, ``except``, ``excluding``, ``exclude`` start a negative term of
+      the following words, up to 3, stopping at punctuation (``, ; . ! ?``), a conjunction (``and but or with yet
+      plus``) or another marker: ``"piano, no vocals"`` -> ``"piano"`` minus ``"vocals"``. Write
+      ``"no drums, no bass"`` (or ``-drums -bass``) for two negative terms;
+    * conjunctions next to a removed negative term are dropped (``"calm piano with no vocals"`` -> ``"calm
+      piano"``), and so is leftover punctuation at the ends.
+
+    Args:
+        text: the query.
+
+    Returns:
+        The :class:`ParsedQuery`.
+
+    Raises:
+        MusicSearchError: empty, over :data:`MAX_QUERY_CHARS` characters, holding control characters or
+            undecodable bytes, or more than :data:`MAX_NEGATIVES` negative terms.
+    """
+    raw = _check_text(text, "the query")
+    if not raw:
+        raise MusicSearchError("the query is empty; describe the music you want, e.g. 'calm piano, no vocals'")
+    tokens = _TOKEN.findall(raw)
+    pos: list[str] = []
+    negs: list[str] = []
+
+    def is_word(tok: str) -> bool:
+        return tok not in ",;.!?"
+
+    def drop_trailing_conjunctions() -> None:
+        while pos and pos[-1].lower() in CONJUNCTIONS:
+            pos.pop()
+
+    i, n = 0, len(tokens)
+    after_negative = False
+    while i < n:
+        tok = tokens[i]
+        low = tok.lower()
+        if after_negative and low in CONJUNCTIONS:
+            i += 1
+            continue
+        after_negative = False
+        if tok.startswith("-") and len(tok) > 1 and not _is_number(tok):
+            term = tok[1:].strip("\"'").strip()
+            if term:
+                negs.append(term)
+                drop_trailing_conjunctions()
+                after_negative = True
+            i += 1
+            continue
+        if low in NEGATION_WORDS and i + 1 < n and is_word(tokens[i + 1]):
+            j = i + 1
+            words: list[str] = []
+            while (
+                j < n
+                and is_word(tokens[j])
+                and tokens[j].lower() not in CONJUNCTIONS | NEGATION_WORDS
+                and not tokens[j].startswith("-")
+                and len(words) < MAX_NEGATIVE_WORDS
+            ):
+                words.append(tokens[j])
+                j += 1
+            if words:
+                negs.append(" ".join(words))
+                drop_trailing_conjunctions()
+                after_negative = True
+                i = j
+                continue
+        pos.append(tok)
+        i += 1
+    positive = _join_tokens(pos)
+    seen: set[str] = set()
+    negatives = tuple(t for t in negs if not (t.casefold() in seen or seen.add(t.casefold())))  # type: ignore[func-returns-value]
+    if len(negatives) > MAX_NEGATIVES:
+        raise MusicSearchError(f"the query has {len(negatives)} negative terms; at most {MAX_NEGATIVES} are allowed")
+    return ParsedQuery(raw, positive, negatives)
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def _join_tokens(tokens: Sequence[str]) -> str:
+    out = ""
+    for tok in tokens:
+        if tok in ",;.!?":
+            if out and out[-1] not in ",;.!?":
+                out += tok
+        else:
+            out += (" " if out else "") + tok
+    out = out.strip(" ,;.!?")
+    words = out.split(" ")
+    while words and words[0].lower() in CONJUNCTIONS:
+        words.pop(0)
+    while words and words[-1].lower().strip(",;.!?") in CONJUNCTIONS:
+        words.pop()
+    return " ".join(words).strip(" ,;.!?")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Filters
+
+FILTER_KEYS = ("artist", "album", "year", "duration", "folder", "tag")
+_FILTER = re.compile(r"^\s*(-?)([A-Za-z_]+)\s*(>=|<=|!=|==|=|>|<|:)\s*(.*?)\s*$", re.DOTALL)
+
+
+def _filter_error(item: str, why: str) -> MusicSearchError:
+    return MusicSearchError(
+        f"bad filter {item!r}: {why}. Filters look like artist=NAME, album=NAME, year>=1990, year=1999, "
+        "duration<=300 (seconds, or m:ss), folder=PATH, tag=TAG, tag!=TAG (or -tag=TAG)"
+    )
+
+
+def _number(item: str, value: str, *, integer: bool) -> float:
+    text = value.strip()
+    try:
+        if not integer and ":" in text:
+            m, s = text.split(":", 1)
+            out = 60 * int(m) + float(s)
+        else:
+            out = int(text) if integer else float(text)
+    except ValueError:
+        raise _filter_error(item, f"{value!r} is not a {'whole number' if integer else 'number'}") from None
+    if not math.isfinite(out):
+        raise _filter_error(item, f"{value!r} is not a finite number")
+    return float(out)
+
+
+def parse_filters(filters: MetadataFilter | Mapping[str, Any] | Sequence[str] | str | None) -> MetadataFilter:
+    """Build a :class:`~musicsearch.index.metadata.MetadataFilter` from ``KEY OP VALUE`` strings.
+
+    Keys: ``artist``, ``album`` (``=``, exact up to case), ``year`` (whole numbers; ``= >= <= > <``),
+    ``duration`` (seconds or ``m:ss``; ``>= <= > <``), ``folder`` (``=``: that folder or below), ``tag``
+    (``=``: must have; ``!=`` or ``-tag=``: must not have; repeat for several). Conditions combine with AND.
+
+    Args:
+        filters: ``None``; a filter; a mapping of :class:`MetadataFilter` fields; or strings such as
+            ``["artist=Nina Simone", "year>=1960", "tag=jazz"]`` (one string may hold one condition).
+
+    Returns:
+        The filter.
+
+    Raises:
+        MusicSearchError: an unknown key, operator or value, naming it and showing the syntax.
+    """
+    if filters is None:
+        return MetadataFilter()
+    if isinstance(filters, MetadataFilter):
+        return filters
+    if isinstance(filters, Mapping):
+        try:
+            flt = MetadataFilter(**dict(filters))
+        except TypeError as exc:
+            raise MusicSearchError(f"bad filter fields {dict(filters)!r}: {exc}") from None
+        return replace(flt, tags=tuple(flt.tags), without_tags=tuple(flt.without_tags))
+    items = [filters] if isinstance(filters, str) else list(filters)
+    fields: dict[str, Any] = {}
+    tags: list[str] = []
+    without: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise MusicSearchError(f"filters must be strings like 'year>=1990', got {item!r}")
+        item = _check_text(item, "a filter")
+        m = _FILTER.match(item)
+        if not m:
+            raise _filter_error(item, "expected KEY OP VALUE")
+        neg, key, op, value = m.group(1), m.group(2).lower(), m.group(3), m.group(4).strip().strip("\"'")
+        key = {"tags": "tag", "genre": "tag"}.get(key, key)
+        op = "=" if op in ("==", ":") else op
+        if key not in FILTER_KEYS:
+            raise _filter_error(item, f"unknown key {key!r} (known: {', '.join(FILTER_KEYS)})")
+        if not value:
+            raise _filter_error(item, "the value is empty")
+        if neg and not (key == "tag" and op == "="):
+            raise _filter_error(item, "only tags can be negated (-tag=TAG)")
+        if key in ("artist", "album", "folder"):
+            if op != "=":
+                raise _filter_error(item, f"{key} takes '=' only")
+            if key in fields:
+                raise _filter_error(item, f"{key} is given twice")
+            fields[key] = value
+        elif key == "tag":
+            if op == "=" and not neg:
+                tags.append(value)
+            elif op == "!=" or neg:
+                without.append(value)
+            else:
+                raise _filter_error(item, "tag takes '=' or '!='")
+        else:
+            integer = key == "year"
+            x = _number(item, value, integer=integer)
+            lo_key, hi_key = f"{key}_min", f"{key}_max"
+            step = 1.0 if integer else 0.0
+            if op in ("=",):
+                lo, hi = x, x
+            elif op == ">=":
+                lo, hi = x, None
+            elif op == ">":
+                lo, hi = (x + step if integer else math.nextafter(x, math.inf)), None
+            elif op == "<=":
+                lo, hi = None, x
+            elif op == "<":
+                lo, hi = None, (x - step if integer else math.nextafter(x, -math.inf))
+            else:
+                raise _filter_error(item, f"{key} takes = >= <= > <")
+            if lo is not None:
+                fields[lo_key] = max(lo, fields.get(lo_key, -math.inf))
+            if hi is not None:
+                fields[hi_key] = min(hi, fields.get(hi_key, math.inf))
+    for key in ("year_min", "year_max"):
+        if key in fields:
+            fields[key] = int(fields[key])
+    return MetadataFilter(**fields, tags=tuple(tags), without_tags=tuple(without))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The store's score background (see the module docstring).
+
+    Attributes:
+        token: the store version it was computed for.
+        mean_vector: ``(D,)`` float32 mean unit track vector ``ā``.
+        text_sd, text_z0: spread of centred (text, track) scores and the z-score mapped to relevance 0.5.
+        audio_sd, audio_z0: the same for (track, track) pairs.
+        n_tracks, n_texts: background size.
+    """
+
+    token: str
+    mean_vector: np.ndarray
+    text_sd: float
+    text_z0: float
+    audio_sd: float
+    audio_z0: float
+    n_tracks: int
+    n_texts: int
+    slope: float = RELEVANCE_SLOPE
+
+    def z_scores(self, scores: np.ndarray, query: np.ndarray, text_weight: float) -> np.ndarray:
+        """``z = (s − q̂·ā) / σ`` for raw scores ``(M,)`` of one unit query ``(D,)``; ``σ`` mixes the text and
+        audio spreads by ``text_weight`` (1: text query, 0: example)."""
+        w = float(text_weight)
+        sd = w * self.text_sd + (1 - w) * self.audio_sd
+        return (np.asarray(scores, np.float64) - float(query @ self.mean_vector)) / sd
+
+    def relevance(self, scores: np.ndarray, query: np.ndarray, text_weight: float) -> np.ndarray:
+        """Calibrated relevance in ``[0, 1]`` of raw scores ``(M,)`` for one unit query; increasing in the score."""
+        w = float(text_weight)
+        z0 = w * self.text_z0 + (1 - w) * self.audio_z0
+        z = self.z_scores(scores, query, w)
+        return 1.0 / (1.0 + np.exp(-self.slope * (z - z0)))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields (``calibration.json``)."""
+        return {
+            "version": CALIBRATION_VERSION,
+            "token": self.token,
+            "mean_vector": [float(x) for x in self.mean_vector],
+            "text_sd": self.text_sd,
+            "text_z0": self.text_z0,
+            "audio_sd": self.audio_sd,
+            "audio_z0": self.audio_z0,
+            "n_tracks": self.n_tracks,
+            "n_texts": self.n_texts,
+            "slope": self.slope,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            token=str(obj["token"]),
+            mean_vector=np.asarray(obj["mean_vector"], np.float32),
+            text_sd=float(obj["text_sd"]),
+            text_z0=float(obj["text_z0"]),
+            audio_sd=float(obj["audio_sd"]),
+            audio_z0=float(obj["audio_z0"]),
+            n_tracks=int(obj["n_tracks"]),
+            n_texts=int(obj["n_texts"]),
+            slope=float(obj.get("slope", RELEVANCE_SLOPE)),
+        )
+
+
+def background_stats(
+    queries: np.ndarray, tracks: np.ndarray, mean: np.ndarray, *, exclude_self: bool = False
+) -> tuple[float, float]:
+    """Spread and 95th percentile z of the centred scores ``q·a − q·ā`` over all (query, track) pairs.
+
+    Args:
+        queries: ``(Q, D)`` unit vectors.
+        tracks: ``(N, D)`` unit track vectors.
+        mean: ``(D,)`` mean track vector ``ā``.
+        exclude_self: the queries are the first ``Q`` tracks; leave out their pairs with themselves.
+
+    Returns:
+        ``(sd, z0)``; ``(1.0, 1.645)`` (a normal's) when there are fewer than 2 pairs or no spread.
+    """
+    centred = queries @ tracks.T - (queries @ mean)[:, None]  # (Q, N)
+    if exclude_self:
+        mask = np.ones(centred.shape, bool)
+        idx = np.arange(min(centred.shape))
+        mask[idx, idx] = False
+        values = centred[mask]
+    else:
+        values = centred.ravel()
+    sd = float(values.std()) if values.size >= 2 else 0.0
+    if not sd > 1e-6:
+        return 1.0, 1.645
+    return sd, float(np.quantile(values / sd, BACKGROUND_QUANTILE))
+
+
+def calibrate(
+    store: Store,
+    embedder: Embedder,
+    *,
+    track_vectors: tuple[np.ndarray, np.ndarray] | None = None,
+    max_tracks: int = 4000,
+    seed: int = 0,
+) -> Calibration:
+    """Compute a store's score background (see the module docstring).
+
+    Texts: :data:`GENERIC_QUERIES` plus up to 32 of the store's tags (a classification model uses its own tag
+    vocabulary instead). Tracks: all, or a seeded sample of ``max_tracks``.
+
+    Args:
+        store: the store.
+        embedder: its model.
+        track_vectors: ``(ids, vectors)`` of every track, when already at hand.
+        max_tracks: background sample size.
+        seed: sample seed.
+
+    Returns:
+        The :class:`Calibration` (not yet saved).
+    """
+    rng = np.random.default_rng(seed)
+    _, vecs = track_vectors if track_vectors is not None else export_vectors(store.tracks)
+    token = store.version_token()
+    dim = store.settings.dim
+    if vecs.shape[0] == 0:
+        return Calibration(token, np.zeros(dim, np.float32), 1.0, 1.645, 1.0, 1.645, 0, 0)
+    mean = vecs.mean(axis=0).astype(np.float32)
+    sample = vecs if vecs.shape[0] <= max_tracks else vecs[np.sort(rng.choice(vecs.shape[0], max_tracks, False))]
+    model_tags = tuple(getattr(embedder.model.config, "tags", ()))
+    if getattr(embedder.model.config, "objective", "") == "classification":
+        texts = list(model_tags)
+    else:
+        store_tags = sorted({t for rec in store.db.iter_tracks() for t in rec.tags})
+        if len(store_tags) > 32:
+            store_tags = [store_tags[i] for i in np.sort(rng.choice(len(store_tags), 32, False))]
+        texts = list(dict.fromkeys([*GENERIC_QUERIES, *store_tags]))
+    text_vecs = embedder.embed_texts(texts)
+    text_sd, text_z0 = background_stats(text_vecs, sample, mean)
+    probes = sample[: min(256, sample.shape[0])]
+    audio_sd, audio_z0 = background_stats(probes, sample, mean, exclude_self=True)
+    return Calibration(token, mean, text_sd, text_z0, audio_sd, audio_z0, int(sample.shape[0]), len(texts))
+
+
+def export_vectors(backend: VectorBackend) -> tuple[np.ndarray, np.ndarray]:
+    """Every vector of a backend sorted by id: ``(ids (N,) int64, vectors (N, D) float32)``."""
+    parts = list(backend.export())
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
+    ids = np.concatenate([p[0] for p in parts])
+    vecs = np.concatenate([p[1] for p in parts])
+    order = np.argsort(ids)
+    return ids[order], vecs[order]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class Result:
+    """One search hit.
+
+    Attributes:
+        rank: 1-based position.
+        id: the store's integer track id (used in URLs).
+        track_id: the track's string id (relative path or manifest id).
+        path: audio file (not sent over HTTP).
+        title, artist, album, year, duration, folder, tags: metadata.
+        score: raw cosine similarity to the query (after the negative-term penalty, if any).
+        relevance: calibrated relevance in ``[0, 1]`` (see the module docstring).
+        segment_start: start of the best-matching window in seconds from the file start.
+        segment_end: its end in seconds (clipped to the track's duration when known).
+        segment_score: the cosine of that window and the query.
+    """
+
+    rank: int
+    id: int
+    track_id: str
+    path: str
+    title: str | None
+    artist: str | None
+    album: str | None
+    year: int | None
+    duration: float | None
+    folder: str | None
+    tags: tuple[str, ...]
+    score: float
+    relevance: float
+    segment_start: float
+    segment_end: float
+    segment_score: float | None
+
+    def to_json(self, *, include_path: bool = True) -> dict[str, Any]:
+        """JSON-ready fields (``path`` left out for HTTP clients)."""
+        out: dict[str, Any] = {
+            "rank": self.rank,
+            "id": self.id,
+            "track_id": self.track_id,
+            "title": self.title,
+            "artist": self.artist,
+            "album": self.album,
+            "year": self.year,
+            "duration": self.duration,
+            "folder": self.folder,
+            "tags": list(self.tags),
+            "score": round(self.score, 6),
+            "relevance": round(self.relevance, 4),
+            "segment": {
+                "start": round(self.segment_start, 3),
+                "end": round(self.segment_end, 3),
+                "score": None if self.segment_score is None else round(self.segment_score, 6),
+            },
+        }
+        if include_path:
+            out["path"] = self.path
+        return out
+
+
+@dataclass
+class SearchResponse:
+    """Results with what the query was understood to be.
+
+    Attributes:
+        query: the parsed text query, or ``None``.
+        like: the example: ``"track:<id>"`` or ``"file:<path>"``, or ``None``.
+        filters: the filter applied.
+        results: best first.
+        no_good_match: the best result's relevance is below :data:`NO_MATCH_THRESHOLD` (or there is none).
+        timings_ms: ``embed``, ``search``, ``metadata`` and ``total`` milliseconds.
+    """
+
+    query: ParsedQuery | None
+    like: str | None
+    filters: MetadataFilter
+    results: list[Result]
+    no_good_match: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self, *, include_path: bool = True) -> dict[str, Any]:
+        """JSON-ready response."""
+        f = self.filters
+        return {
+            "query": None
+            if self.query is None
+            else {"text": self.query.raw, "positive": self.query.positive, "negatives": list(self.query.negatives)},
+            "like": self.like,
+            "filters": {k: v for k, v in f.__dict__.items() if v not in (None, ())},
+            "results": [r.to_json(include_path=include_path) for r in self.results],
+            "no_good_match": self.no_good_match,
+            "threshold": NO_MATCH_THRESHOLD,
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= int(k) <= MAX_K:
+        raise MusicSearchError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
+    return int(k)
+
+
+def _score_ids(backend: VectorBackend, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``(Q, M)`` cosines of queries and the stored vectors ``ids`` (``-inf`` for ids not stored), through a
+    search restricted to those ids (the backend interface has no fetch-by-id)."""
+    out = np.full((queries.shape[0], ids.size), -np.inf, np.float32)
+    if ids.size == 0:
+        return out
+    scores, hits = backend.search(queries, int(ids.size), allowed_ids=ids)
+    pos = {int(v): j for j, v in enumerate(ids.tolist())}
+    for q in range(queries.shape[0]):
+        for s, v in zip(scores[q], hits[q]):
+            if v >= 0:
+                out[q, pos[int(v)]] = s
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The searcher
+
+
+class Searcher:
+    """A store and its model, open for many queries (the server holds one). Thread-safe (queries serialised).
+
+    Args:
+        store: an open store.
+        embedder: the store's model (checked against the store).
+        write_cache: save the calibration and map it computes into the store (best effort).
+    """
+
+    def __init__(self, store: Store, embedder: Embedder, *, write_cache: bool = True) -> None:
+        store.check_model(embedder)
+        self.store = store
+        self.embedder = embedder
+        self.write_cache = write_cache
+        self._lock = threading.RLock()
+        self._vectors: tuple[str, np.ndarray, np.ndarray] | None = None
+        self._calibration: Calibration | None = None
+        self._map: dict[str, Any] | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, model: str | os.PathLike[str] | Embedder | None = None) -> Searcher:
+        """Open a store for searching with its own model (``model=None``) or ``model`` after checking it matches.
+
+        Raises:
+            MusicSearchError: not a store, or a model other than the store's.
+        """
+        store = Store.open(path)
+        try:
+            return cls(store, store.load_embedder(model))
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- derived data (cached) -------------------------------------------------------------------------------
+
+    def track_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(vector ids (N,), unit vectors (N, D))`` of every track, sorted by id (exported once per store
+        version)."""
+        with self._lock:
+            token = self.store.version_token()
+            if self._vectors is None or self._vectors[0] != token:
+                ids, vecs = export_vectors(self.store.tracks)
+                self._vectors = (token, ids, vecs)
+            return self._vectors[1], self._vectors[2]
+
+    def calibration(self) -> Calibration:
+        """The store's calibration: from ``calibration.json`` when current, else computed (and saved)."""
+        with self._lock:
+            token = self.store.version_token()
+            if self._calibration is not None and self._calibration.token == token:
+                return self._calibration
+            file = self.store.path / CALIBRATION_FILE
+            cal: Calibration | None = None
+            try:
+                obj = json.loads(file.read_text(encoding="utf-8"))
+                if obj.get("token") == token and obj.get("version") == CALIBRATION_VERSION:
+                    cal = Calibration.from_json(obj)
+            except (OSError, ValueError, KeyError):
+                cal = None
+            if cal is None:
+                cal = calibrate(self.store, self.embedder, track_vectors=self.track_vectors())
+                if self.write_cache:
+                    try:
+                        write_json(file, cal.to_json(), indent=None)
+                    except OSError as exc:
+                        log.warning("cannot save %s: %s", file, exc)
+            self._calibration = cal
+            return cal
+
+    def collection_map(self, *, method: str | None = None, limit: int = 20000) -> dict[str, Any]:
+        """2-D coordinates of the collection's tracks for a plot (see :func:`map_coordinates`), cached.
+
+        Args:
+            method: ``"pca"`` or ``"umap"``; ``None`` takes the saved map whatever its method (``musicsearch index
+                --map umap`` saves a UMAP one), else PCA.
+            limit: most points returned (an even sample by id beyond).
+
+        Returns:
+            ``{"method", "count", "points": [{"id", "x", "y", "title", "artist", "tag"}]}`` with ``x, y`` in
+            ``[0, 1]``.
+        """
+        with self._lock:
+            token = self.store.version_token()
+            cached = self._map
+            if cached is not None and cached["token"] == token and method in (None, cached["method"]):
+                data = cached
+            else:
+                data = _load_or_build_map(self, token, method)
+                self._map = data
+        points = data["points"]
+        if len(points) > limit:
+            step = len(points) / limit
+            points = [points[int(i * step)] for i in range(limit)]
+        return {"method": data["method"], "count": len(data["points"]), "points": points}
+
+    # -- lookups ---------------------------------------------------------------------------------------------
+
+    def windows(self, track: int) -> list[float]:
+        """Start times (seconds) of a track's windows."""
+        with self._lock:
+            return [w.start for w in self.store.db.windows(int(track))]
+
+    def playable_path(self, track: int) -> Path:
+        """The audio file of a track, under the store's security rule
+        (:meth:`musicsearch.index.indexer.Store.playable_path`)."""
+        with self._lock:
+            return self.store.playable_path(int(track))
+
+    def track(self, track: int | str) -> TrackRecord:
+        """A track by integer id or string track id.
+
+        Raises:
+            MusicSearchError: unknown track.
+        """
+        with self._lock:
+            rec = self.store.db.get_track(int(track)) if isinstance(track, int) else self.store.db.find_track(track)
+        if rec is None:
+            raise MusicSearchError(f"no track {track!r} in this store")
+        return rec
+
+    def _example(self, like: int | str, allow_files: bool) -> tuple[np.ndarray, int | None, str]:
+        """Unit example vector, the track id to leave out of results (or None), and its description."""
+        rec: TrackRecord | None = None
+        if isinstance(like, int | np.integer) and not isinstance(like, bool):
+            rec = self.store.db.get_track(int(like))
+            if rec is None:
+                raise MusicSearchError(f"like={like}: no track with this id in the store")
+        elif isinstance(like, str):
+            rec = self.store.db.find_track(like)
+            if rec is None and allow_files and Path(like).expanduser().is_file():
+                vec, _, _ = self.embedder.embed_file(Path(like).expanduser(), self.store.settings.plan)
+                return vec, None, f"file:{like}"
+            if rec is None:
+                where = "an indexed track id or an audio file" if allow_files else "an indexed track id"
+                raise MusicSearchError(f"like={like!r} is not {where}")
+        else:
+            raise MusicSearchError(f"like must be a track id or a file path, got {type(like).__name__}")
+        ids, vecs = self.track_vectors()
+        j = int(np.searchsorted(ids, rec.vector_id)) if rec.vector_id is not None else -1
+        if j < 0 or j >= ids.size or ids[j] != rec.vector_id:
+            raise MusicSearchError(f"track {rec.track_id!r} has no stored vector; re-index the collection")
+        return vecs[j], rec.id, f"track:{rec.id}"
+
+    # -- search ----------------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | None = None,
+        like: int | str | None = None,
+        k: int = 10,
+        filters: MetadataFilter | Mapping[str, Any] | Sequence[str] | str | None = None,
+        *,
+        text_weight: float = 0.5,
+        negative_weight: float = 1.0,
+        allow_files: bool = True,
+    ) -> SearchResponse:
+        """Rank the store's tracks (see the module docstring).
+
+        Args:
+            query: text query (tags or a sentence; negative terms allowed).
+            like: example: an integer track id, a string track id, or (``allow_files``) an audio file path.
+            k: results wanted (1 to :data:`MAX_K`).
+            filters: metadata filter (see :func:`parse_filters`).
+            text_weight: weight ``w`` of the text when both ``query`` and ``like`` are given (0 to 1).
+            negative_weight: penalty weight ``λ`` of negative terms (>= 0).
+            allow_files: accept a file path for ``like`` (the HTTP API says no).
+
+        Returns:
+            The :class:`SearchResponse`.
+
+        Raises:
+            MusicSearchError: no query and no example, a bad query, ``k``, filter, weight or example.
+        """
+        t0 = time.perf_counter()
+        k = _check_k(k)
+        if not (isinstance(text_weight, int | float) and 0.0 <= float(text_weight) <= 1.0):
+            raise MusicSearchError(f"text_weight must be between 0 and 1, got {text_weight!r}")
+        if not (isinstance(negative_weight, int | float) and 0.0 <= float(negative_weight) <= 10.0):
+            raise MusicSearchError(f"negative_weight must be between 0 and 10, got {negative_weight!r}")
+        parsed = parse_query(query) if query is not None else None
+        if parsed is None and like is None:
+            raise MusicSearchError("give a text query, an example track (like), or both")
+        if parsed is not None and not parsed.positive and like is None:
+            raise MusicSearchError(
+                f"the query {parsed.raw!r} says only what to leave out ({', '.join(parsed.negatives)}); "
+                "add what you want to hear, e.g. 'piano, no vocals'"
+            )
+        flt = parse_filters(filters)
+        with self._lock:
+            return self._search(parsed, like, k, flt, float(text_weight), float(negative_weight), allow_files, t0)
+
+    def _search(
+        self,
+        parsed: ParsedQuery | None,
+        like: int | str | None,
+        k: int,
+        flt: MetadataFilter,
+        text_weight: float,
+        negative_weight: float,
+        allow_files: bool,
+        t0: float,
+    ) -> SearchResponse:
+        store = self.store
+        cal = self.calibration()
+        t_embed = time.perf_counter()
+        texts = ([parsed.positive] if parsed is not None and parsed.positive else []) + (
+            list(parsed.negatives) if parsed is not None else []
+        )
+        text_vecs = self.embedder.embed_texts(texts) if texts else np.zeros((0, store.settings.dim), np.float32)
+        has_text = parsed is not None and bool(parsed.positive)
+        t_vec = text_vecs[0] if has_text else None
+        neg_vecs = text_vecs[1:] if has_text else text_vecs
+        example, leave_out, like_desc = (None, None, None) if like is None else self._example(like, allow_files)
+        if t_vec is not None and example is not None:
+            w = text_weight
+            q = unit_rows(w * t_vec + (1 - w) * example, what="combined query")[0]
+        elif t_vec is not None:
+            w, q = 1.0, t_vec
+        else:
+            assert example is not None
+            w, q = 0.0, unit_rows(example[None, :])[0]
+        embed_ms = (time.perf_counter() - t_embed) * 1e3
+
+        t_search = time.perf_counter()
+        allowed = store.db.resolve_filter(flt, level="track")
+        n_tracks = len(store.tracks)
+        fetch = k + (1 if leave_out is not None else 0)
+        if neg_vecs.shape[0]:
+            fetch = max(fetch, 4 * k, k + 50)
+        fetch = max(1, min(fetch, max(n_tracks, 1)))
+        scores, vids = store.tracks.search(q, fetch, allowed_ids=allowed)
+        scores, vids = scores[0].astype(np.float64), vids[0]
+        keep = vids >= 0
+        scores, vids = scores[keep], vids[keep]
+        if neg_vecs.shape[0] and vids.size:
+            neg = _score_ids(store.tracks, neg_vecs, vids).astype(np.float64)  # (n_neg, M)
+            base = (neg_vecs @ cal.mean_vector).astype(np.float64)[:, None]  # (n_neg, 1)
+            penalty = np.maximum(0.0, neg - base).sum(axis=0)  # (M,)
+            scores = scores - negative_weight * penalty
+            order = np.lexsort((vids, -scores))
+            scores, vids = scores[order], vids[order]
+        search_ms = (time.perf_counter() - t_search) * 1e3
+
+        t_meta = time.perf_counter()
+        refs = store.db.lookup_vectors(vids)
+        hits = [(s, ref) for s, ref in zip(scores, refs) if ref is not None and ref.track.id != leave_out][:k]
+        relevance = cal.relevance(np.array([s for s, _ in hits]), q, w) if hits else np.zeros(0)
+        segments = self._segments(q, [ref.track for _, ref in hits])
+        results = []
+        for rank, ((score, ref), rel) in enumerate(zip(hits, relevance), 1):
+            rec = ref.track
+            start, seg_score = segments.get(rec.id, (0.0, None))
+            end = start + store.settings.plan.window_seconds
+            if rec.duration is not None:
+                end = min(end, max(float(rec.duration), start))
+            results.append(
+                Result(
+                    rank=rank,
+                    id=rec.id,
+                    track_id=rec.track_id,
+                    path=rec.path,
+                    title=rec.title,
+                    artist=rec.artist,
+                    album=rec.album,
+                    year=rec.year,
+                    duration=rec.duration,
+                    folder=rec.folder,
+                    tags=rec.tags,
+                    score=float(score),
+                    relevance=float(rel),
+                    segment_start=float(start),
+                    segment_end=float(end),
+                    segment_score=seg_score,
+                )
+            )
+        meta_ms = (time.perf_counter() - t_meta) * 1e3
+        best = results[0].relevance if results else 0.0
+        return SearchResponse(
+            query=parsed,
+            like=like_desc,
+            filters=flt,
+            results=results,
+            no_good_match=best < NO_MATCH_THRESHOLD,
+            timings_ms={
+                "embed": embed_ms,
+                "search": search_ms,
+                "metadata": meta_ms,
+                "total": (time.perf_counter() - t0) * 1e3,
+            },
+        )
+
+    def _segments(self, q: np.ndarray, tracks: Sequence[TrackRecord]) -> dict[int, tuple[float, float]]:
+        """Best window (start seconds, cosine) of each track for the unit query ``q``."""
+        owner: dict[int, tuple[int, float]] = {}
+        for rec in tracks:
+            for w in self.store.db.windows(rec.id):
+                owner[w.vector_id] = (rec.id, w.start)
+        if not owner:
+            return {}
+        ids = np.array(sorted(owner), np.int64)
+        scores = _score_ids(self.store.windows, q[None, :], ids)[0]
+        best: dict[int, tuple[float, float]] = {}
+        for vid, s in zip(ids.tolist(), scores.tolist()):
+            if not math.isfinite(s):
+                continue
+            track, start = owner[vid]
+            if track not in best or s > best[track][1]:
+                best[track] = (start, float(s))
+        return best
+
+    def similar(self, track: int | str, k: int = 10, filters: Any = None) -> SearchResponse:
+        """Tracks most like an indexed track (the track itself left out)."""
+        rec = self.track(track)
+        return self.search(like=rec.id, k=k, filters=filters, allow_files=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The collection map
+
+
+def map_coordinates(vectors: np.ndarray, *, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """2-D coordinates of unit vectors, scaled into ``[0, 1]`` per axis.
+
+    Args:
+        vectors: ``(N, D)`` float32.
+        method: ``"pca"`` (two principal axes; deterministic, signs fixed so each axis's largest loading is
+            positive) or ``"umap"`` (umap-learn, cosine metric, seeded; slower, keeps neighbourhoods).
+        seed: UMAP seed.
+
+    Returns:
+        ``(N, 2)`` float32.
+
+    Raises:
+        MusicSearchError: an unknown method, or ``umap`` without umap-learn installed.
+    """
+    n = vectors.shape[0]
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
+    x = np.asarray(vectors, np.float64)
+    if method == "pca" or n < 5:
+        xc = x - x.mean(axis=0)
+        if n == 1 or not np.any(xc):
+            xy = np.zeros((n, 2))
+        else:
+            _, _, vt = np.linalg.svd(xc, full_matrices=False)
+            axes = vt[:2]
+            signs = np.sign(axes[np.arange(axes.shape[0]), np.abs(axes).argmax(axis=1)])
+            xy = xc @ (axes * signs[:, None]).T
+            if xy.shape[1] < 2:
+                xy = np.concatenate([xy, np.zeros((n, 1))], axis=1)
+    elif method == "umap":
+        try:
+            import umap
+        except ImportError as exc:
+            raise MusicSearchError("the umap map needs umap-learn (pip install umap-learn); or use pca") from exc
+        reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_neighbors=min(15, n - 1))
+        xy = np.asarray(reducer.fit_transform(x), np.float64)
+    else:
+        raise MusicSearchError(f"unknown map method {method!r}; use pca or umap")
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    return ((xy - lo) / span).astype(np.float32)
+
+
+def _load_or_build_map(searcher: Searcher, token: str, method: str | None) -> dict[str, Any]:
+    file = searcher.store.path / MAP_FILE
+    try:
+        obj = json.loads(file.read_text(encoding="utf-8"))
+        if obj.get("token") == token and method in (None, obj.get("method")):
+            return dict(obj)
+    except (OSError, ValueError):
+        pass
+    method = method or "pca"
+    ids, vecs = searcher.track_vectors()
+    xy = map_coordinates(vecs, method=method)
+    refs = searcher.store.db.lookup_vectors(ids)
+    points = []
+    for (x, y), ref in zip(xy.tolist(), refs):
+        if ref is None:
+            continue
+        rec = ref.track
+        points.append(
+            {
+                "id": rec.id,
+                "x": round(x, 5),
+                "y": round(y, 5),
+                "title": rec.title or rec.track_id,
+                "artist": rec.artist,
+                "tag": rec.tags[0] if rec.tags else None,
+            }
+        )
+    data = {"token": token, "method": method, "points": points}
+    if searcher.write_cache:
+        try:
+            write_json(file, data, indent=None)
+        except OSError as exc:
+            log.warning("cannot save %s: %s", file, exc)
+    return data
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The one function
+
+
+def search(
+    store: str | os.PathLike[str] | Searcher,
+    query: str | None = None,
+    like: int | str | None = None,
+    k: int = 10,
+    filters: MetadataFilter | Mapping[str, Any] | Sequence[str] | str | None = None,
+    model: str | os.PathLike[str] | Embedder | None = None,
+    *,
+    text_weight: float = 0.5,
+    negative_weight: float = 1.0,
+) -> list[Result]:
+    """Search a store by text, by example, or both.
+
+    Args:
+        store: a store directory, or an open :class:`Searcher` (reuse one for many queries).
+        query: text: tags or a sentence, negative terms allowed (``"calm piano, no vocals"``).
+        like: example: an indexed track (integer id or string track id) or an audio file.
+        k: results wanted (1 to :data:`MAX_K`).
+        filters: metadata filter, e.g. ``["artist=Nina Simone", "year>=1960", "tag=jazz"]``.
+        model: the store's model by default; another one is refused unless it is the same model.
+        text_weight: weight of the text when ``query`` and ``like`` are both given.
+        negative_weight: penalty weight of negative terms.
+
+    Returns:
+        Results, best first (see :class:`Result`).
+
+    Raises:
+        MusicSearchError: bad input (empty or huge query, bad ``k`` or filter, unknown example), a path that is
+            not a store, or a model other than the store's.
+    """
+    if isinstance(store, Searcher):
+        if model is not None:
+            store.store.check_model(store.store.load_embedder(model))
+        return store.search(query, like, k, filters, text_weight=text_weight, negative_weight=negative_weight).results
+    with Searcher.open(store, model=model) as searcher:
+        return searcher.search(
+            query, like, k, filters, text_weight=text_weight, negative_weight=negative_weight
+        ).results
+
+
+def prepare_store(
+    store: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | Embedder | None = None,
+    map_method: str | None = "pca",
+) -> Calibration:
+    """Compute and save a store's calibration (and its map) after indexing, so the first query is fast.
+
+    Args:
+        store: the store directory.
+        model: the store's model (loaded from the store's settings when omitted).
+        map_method: ``"pca"``, ``"umap"``, or ``None`` to skip the map.
+
+    Returns:
+        The calibration.
+    """
+    with Searcher.open(store, model=model) as searcher:
+        cal = searcher.calibration()
+        if map_method is not None and len(searcher.store):
+            searcher.collection_map(method=map_method)
+        return cal
