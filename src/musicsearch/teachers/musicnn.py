@@ -6,7 +6,9 @@ Technology Group, Universitat Pompeu Fabra 2019). The weights are the package's 
 
 Input pipeline (``extractor.batch_data``): 16 kHz mono -> centred STFT (n_fft 512, hop 256, periodic Hann) ->
 power -> 96 Slaney mel bands (librosa's default filterbank: Slaney scale, area normalisation, 0-8 kHz) ->
-``log10(1 + 10000 * mel)`` -> non-overlapping patches of 187 frames (3 s), laid out ``(patch, time, mel)``.
+rounded to float16 (as the extractor does) -> ``log10(1 + 10000 * mel)`` in float32 -> non-overlapping patches of
+187 frames (3 s), laid out ``(patch, time, mel)``. See docs/musicnn.md for why the log is taken in float32 and the
+STFT padded by reflection (the software of 2019 did so; today's numpy and librosa change both).
 
 Network layout. TensorFlow runs NHWC with H = time, W = mel band; here tensors are NCHW ``(B, C, time, mel)``
 in the front end and ``(B, C, time)`` after the frequency max-pool. Batch norm is TF1
@@ -119,7 +121,8 @@ class FrontEndConfig:
             models were trained (the default), ``"constant"`` (zeros) as librosa >= 0.10 does. Only the
             first and last frame differ.
         float16: round the mel spectrogram to float16 before the log, as ``extractor.batch_data`` does
-            (``astype(np.float16)``); the log itself is taken in float32 (see :func:`log_mel`).
+            (``astype(np.float16)``; the default, which matches TensorFlow's outputs 17x closer); the log itself
+            is taken in float32 (see :func:`log_mel`).
     """
 
     sample_rate: int = 16000

@@ -251,7 +251,7 @@ def _parse_entry(name: str, buf: bytes) -> BundleEntry:
 def _block(data: bytes, offset: int, size: int, path: Path, verify: bool) -> bytes:
     """The contents of the block at ``offset`` (``size`` bytes, trailer after it), checked and uncompressed."""
     end = offset + size + _BLOCK_TRAILER_LEN
-    if offset < 0 or end > len(data) - _FOOTER_LEN + _FOOTER_LEN:
+    if offset < 0 or size < 0 or end > len(data):
         raise CheckpointError(f"{path}: a block handle points past the end of the file; the file is truncated")
     contents = data[offset : offset + size]
     kind = data[offset + size]
