@@ -23,14 +23,20 @@ collection's average track does::
 with ``λ = negative_weight`` (default 1) and ``ā`` the mean unit track vector of the store. The penalty re-ranks
 the top ``max(4k, k + 50)`` candidates of the positive query.
 
-**Calibrated relevance.** Cosines are not comparable across queries (some texts sit closer to every track).
-Each score is turned into a z-score against the store's background, built from the store itself (see
-:func:`calibrate`): ``z = (s − q̂·ā) / σ``, where ``q̂·ā`` is the query's similarity to the average track (its
-expected score for a random track) and ``σ`` the spread of such centred scores over random (generic text,
-track) pairs (``σ_text``) or random (track, track) pairs (``σ_audio``; mixed by ``w`` for combined queries).
-Then ``relevance = 1 / (1 + exp(−2·(z − z₀)))`` with ``z₀`` the 95th percentile of the background z-scores: a
-result as similar to the query as the top 5 % of random pairs gets 0.5. Relevance is strictly increasing in the
-score within a query; :data:`NO_MATCH_THRESHOLD` (0.5) is the "no good match" line.
+**Calibrated relevance.** Cosines are not comparable across queries (some texts sit closer to every track),
+nor across collections. Each score ``s`` of a query ``q`` becomes a z-score against the store itself::
+
+    z = (s − q̂·ā) / σ            relevance = 1 / (1 + exp(−2·(z − z₀)))
+
+``q̂·ā`` is the query's cosine with the average track (its expected score for a random track), ``σ`` the spread of
+such centred cosines over random (generic text, track) pairs for text queries (``σ_text``) or random (track,
+track) pairs for examples (``σ_audio``), and ``z₀`` the 95th percentile of the best z-score that *meaningless*
+queries reach in the whole store (random letter strings for text, random mixtures of track vectors for
+examples; :func:`calibrate`). So a result at relevance 0.5 matches as well as the best hit of a meaningless
+query does once in twenty; below :data:`NO_MATCH_THRESHOLD` (0.5) the response says "no good match". ``z₀``
+grows with the collection (more tracks, higher chance maxima), so large and small stores are judged alike.
+Text plus example mixes ``σ`` and ``z₀`` by ``w``. Relevance is strictly increasing in the score within a
+query, and comparable across queries.
 """
 
 from __future__ import annotations
@@ -86,11 +92,11 @@ MAX_K = 1000
 NO_MATCH_THRESHOLD = 0.5
 #: Logistic slope of the relevance mapping, per unit of z.
 RELEVANCE_SLOPE = 2.0
-#: Background percentile that maps to relevance 0.5.
+#: Quantile of the best z-scores of meaningless queries that maps to relevance 0.5.
 BACKGROUND_QUANTILE = 0.95
 CALIBRATION_FILE = "calibration.json"
 MAP_FILE = "map.json"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 
 #: Generic music descriptions: the text half of the calibration background (with up to 32 of the store's tags).
 GENERIC_QUERIES: tuple[str, ...] = (
@@ -381,8 +387,9 @@ class Calibration:
     Attributes:
         token: the store version it was computed for.
         mean_vector: ``(D,)`` float32 mean unit track vector ``ā``.
-        text_sd, text_z0: spread of centred (text, track) scores and the z-score mapped to relevance 0.5.
-        audio_sd, audio_z0: the same for (track, track) pairs.
+        text_sd: spread ``σ`` of centred (text, track) cosines.
+        text_z0: the z-score mapped to relevance 0.5 for text queries (what meaningless texts reach).
+        audio_sd, audio_z0: the same for examples (track, track).
         n_tracks, n_texts: background size.
     """
 
@@ -441,10 +448,10 @@ class Calibration:
         )
 
 
-def background_stats(
+def background_spread(
     queries: np.ndarray, tracks: np.ndarray, mean: np.ndarray, *, exclude_self: bool = False
-) -> tuple[float, float]:
-    """Spread and 95th percentile z of the centred scores ``q·a − q·ā`` over all (query, track) pairs.
+) -> float:
+    """Standard deviation ``σ`` of the centred scores ``q·a − q·ā`` over all (query, track) pairs.
 
     Args:
         queries: ``(Q, D)`` unit vectors.
@@ -453,7 +460,7 @@ def background_stats(
         exclude_self: the queries are the first ``Q`` tracks; leave out their pairs with themselves.
 
     Returns:
-        ``(sd, z0)``; ``(1.0, 1.645)`` (a normal's) when there are fewer than 2 pairs or no spread.
+        ``σ``; 1.0 when there are fewer than 2 pairs or no spread (a store of one track).
     """
     centred = queries @ tracks.T - (queries @ mean)[:, None]  # (Q, N)
     if exclude_self:
@@ -464,9 +471,44 @@ def background_stats(
     else:
         values = centred.ravel()
     sd = float(values.std()) if values.size >= 2 else 0.0
-    if not sd > 1e-6:
-        return 1.0, 1.645
-    return sd, float(np.quantile(values / sd, BACKGROUND_QUANTILE))
+    return sd if sd > 1e-6 else 1.0
+
+
+def null_threshold(null_queries: np.ndarray, best_scores: np.ndarray, mean: np.ndarray, sd: float) -> float:
+    """``z₀``: the :data:`BACKGROUND_QUANTILE` quantile of the z-scores ``(best − q·ā) / σ`` that meaningless
+    queries reach with their best hit in the store.
+
+    Args:
+        null_queries: ``(Q, D)`` unit vectors of meaningless queries.
+        best_scores: ``(Q,)`` each one's top cosine over the whole store.
+        mean: ``(D,)`` mean track vector ``ā``.
+        sd: the spread ``σ`` of the same kind of query.
+
+    Returns:
+        ``z₀`` (1.645, a normal's 95th percentile, when there are no null queries).
+    """
+    best = np.asarray(best_scores, np.float64)
+    ok = np.isfinite(best)
+    if not ok.any():
+        return 1.645
+    z = (best[ok] - (null_queries[ok] @ mean)) / sd
+    return float(np.quantile(z, BACKGROUND_QUANTILE))
+
+
+def gibberish(n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` meaningless queries: two or three random lower-case letter strings of 3 to 8 letters."""
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    return [
+        " ".join("".join(rng.choice(letters, int(rng.integers(3, 9)))) for _ in range(int(rng.integers(2, 4))))
+        for _ in range(n)
+    ]
+
+
+def random_mixtures(vectors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` unit vectors ``normalize(Σ g_i v_i)`` with Gaussian ``g``: directions with the spread of ``vectors``
+    that stand for nothing in particular (the meaningless queries of query by example). ``(n, D)``."""
+    g = rng.standard_normal((n, vectors.shape[0])) / np.sqrt(vectors.shape[0])
+    return unit_rows(g @ (vectors - vectors.mean(axis=0)) + vectors.mean(axis=0), what="random mixtures")
 
 
 def calibrate(
@@ -475,19 +517,24 @@ def calibrate(
     *,
     track_vectors: tuple[np.ndarray, np.ndarray] | None = None,
     max_tracks: int = 4000,
+    n_null: int = 64,
     seed: int = 0,
 ) -> Calibration:
     """Compute a store's score background (see the module docstring).
 
-    Texts: :data:`GENERIC_QUERIES` plus up to 32 of the store's tags (a classification model uses its own tag
-    vocabulary instead). Tracks: all, or a seeded sample of ``max_tracks``.
+    * ``σ_text``: spread of centred cosines of :data:`GENERIC_QUERIES` plus up to 32 of the store's tags (a
+      classification model: its tag vocabulary) with the tracks; ``σ_audio``: the same for pairs of tracks.
+    * ``z₀``: 95th percentile of the best z-score reached in the whole store (through the vector index) by
+      ``n_null`` meaningless queries: random letter strings for text (random mixtures of tag embeddings for a
+      classification model), random mixtures of track vectors for examples.
 
     Args:
         store: the store.
         embedder: its model.
         track_vectors: ``(ids, vectors)`` of every track, when already at hand.
-        max_tracks: background sample size.
-        seed: sample seed.
+        max_tracks: sample of tracks for the spreads.
+        n_null: meaningless queries of each kind.
+        seed: the one seed of the samples.
 
     Returns:
         The :class:`Calibration` (not yet saved).
@@ -500,19 +547,34 @@ def calibrate(
         return Calibration(token, np.zeros(dim, np.float32), 1.0, 1.645, 1.0, 1.645, 0, 0)
     mean = vecs.mean(axis=0).astype(np.float32)
     sample = vecs if vecs.shape[0] <= max_tracks else vecs[np.sort(rng.choice(vecs.shape[0], max_tracks, False))]
-    model_tags = tuple(getattr(embedder.model.config, "tags", ()))
-    if getattr(embedder.model.config, "objective", "") == "classification":
-        texts = list(model_tags)
+    config = embedder.model.config
+    if getattr(config, "objective", "") == "classification":
+        texts = list(getattr(config, "tags", ()))
+        text_vecs = embedder.embed_texts(texts)
+        null_text = random_mixtures(text_vecs, n_null, rng)
     else:
         store_tags = sorted({t for rec in store.db.iter_tracks() for t in rec.tags})
         if len(store_tags) > 32:
             store_tags = [store_tags[i] for i in np.sort(rng.choice(len(store_tags), 32, False))]
         texts = list(dict.fromkeys([*GENERIC_QUERIES, *store_tags]))
-    text_vecs = embedder.embed_texts(texts)
-    text_sd, text_z0 = background_stats(text_vecs, sample, mean)
+        text_vecs = embedder.embed_texts(texts)
+        null_text = embedder.embed_texts(gibberish(n_null, rng))
+    text_sd = background_spread(text_vecs, sample, mean)
     probes = sample[: min(256, sample.shape[0])]
-    audio_sd, audio_z0 = background_stats(probes, sample, mean, exclude_self=True)
-    return Calibration(token, mean, text_sd, text_z0, audio_sd, audio_z0, int(sample.shape[0]), len(texts))
+    audio_sd = background_spread(probes, sample, mean, exclude_self=True)
+    null_audio = random_mixtures(sample[: min(1024, sample.shape[0])], n_null, rng)
+    best_text = store.tracks.search(null_text, 1)[0][:, 0]
+    best_audio = store.tracks.search(null_audio, 1)[0][:, 0]
+    return Calibration(
+        token=token,
+        mean_vector=mean,
+        text_sd=text_sd,
+        text_z0=null_threshold(null_text, best_text, mean, text_sd),
+        audio_sd=audio_sd,
+        audio_z0=null_threshold(null_audio, best_audio, mean, audio_sd),
+        n_tracks=int(sample.shape[0]),
+        n_texts=len(texts),
+    )
 
 
 def export_vectors(backend: VectorBackend) -> tuple[np.ndarray, np.ndarray]:

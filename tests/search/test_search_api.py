@@ -1,0 +1,346 @@
+"""search(): query parsing, filters, calibration, and results checked against an exact NumPy oracle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musicsearch.data.manifest import Track, write_manifest
+from musicsearch.errors import MusicSearchError
+from musicsearch.index.embedder import load_embedder, unit_rows
+from musicsearch.index.indexer import index_collection
+from musicsearch.index.metadata import MetadataFilter
+from musicsearch.index.store import gaussian_mixture_vectors
+from musicsearch.models.checkpoint import save_model
+from musicsearch.models.registry import build_model, model_config
+from musicsearch.search.api import (
+    MAX_QUERY_CHARS,
+    Calibration,
+    Searcher,
+    background_spread,
+    gibberish,
+    map_coordinates,
+    null_threshold,
+    parse_filters,
+    parse_query,
+    random_mixtures,
+    search,
+)
+
+SR = 16000
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+@pytest.mark.parametrize(
+    ("text", "positive", "negatives"),
+    [
+        ("calm piano, no vocals", "calm piano", ("vocals",)),
+        ("calm piano with no vocals", "calm piano", ("vocals",)),
+        ("Piano NO Vocals", "Piano", ("Vocals",)),
+        ('jazz -drums -"electric guitar"', "jazz", ("drums", "electric guitar")),
+        ("rock without drums but with saxophone", "rock saxophone", ("drums",)),
+        ("no drums, no bass, ambient pads", "ambient pads", ("drums", "bass")),
+        ("upbeat pop minus autotune and with strings", "upbeat pop strings", ("autotune",)),
+        ("music from 1985 at -5 dB", "music from 1985 at -5 dB", ()),
+        ("sad song -vocals -VOCALS", "sad song", ("vocals",)),
+        ("a quiet song.", "a quiet song", ()),
+        ("no vocals", "", ("vocals",)),
+    ],
+)
+def test_parse_query_splits_negative_terms(text: str, positive: str, negatives: tuple[str, ...]) -> None:
+    parsed = parse_query(text)
+    assert (parsed.positive, parsed.negatives) == (positive, negatives)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("x" * (MAX_QUERY_CHARS + 1), "limit"),
+        ("piano\x00", "control"),
+        ("caf\ufffd", "UTF-8"),
+        (" ".join(f"-t{i}" for i in range(9)) + " jazz", "negative terms"),
+    ],
+)
+def test_parse_query_rejects_bad_text(text: str, match: str) -> None:
+    with pytest.raises(MusicSearchError, match=match):
+        parse_query(text)
+
+
+def test_parse_filters() -> None:
+    f = parse_filters(
+        ["artist=Nina Simone", "year>=1960", "year<1970", "duration<=3:30", "tag=jazz", "tag!=vocals", "-tag=Drums"]
+    )
+    assert f == MetadataFilter(
+        artist="Nina Simone",
+        year_min=1960,
+        year_max=1969,
+        duration_max=210.0,
+        tags=("jazz",),
+        without_tags=("vocals", "Drums"),
+    )
+    assert parse_filters("year=1999") == MetadataFilter(year_min=1999, year_max=1999)
+    assert parse_filters(["folder=a/b", 'album="Blue Train"']) == MetadataFilter(folder="a/b", album="Blue Train")
+    strict = parse_filters("duration>60")
+    assert strict.duration_min is not None and 60 < strict.duration_min < 60.0001
+    assert parse_filters(None).is_empty() and parse_filters({"artist": "X"}) == MetadataFilter(artist="X")
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ("colour=red", "unknown key"),
+        ("artist>=x", "takes '='"),
+        ("year>=nineteen", "whole number"),
+        ("year=", "empty"),
+        ("duration<=inf", "finite"),
+        ("-artist=x", "only tags"),
+        ("nonsense", "KEY OP VALUE"),
+    ],
+)
+def test_parse_filters_rejects_bad_input(item: str, match: str) -> None:
+    with pytest.raises(MusicSearchError, match=match):
+        parse_filters([item])
+    with pytest.raises(MusicSearchError, match="twice"):
+        parse_filters(["artist=a", "artist=b"])
+
+
+# -------------------------------------------------------------------------------------------- calibration
+
+
+def test_calibration_is_monotone_and_says_no_good_match_for_nonsense() -> None:
+    rng = np.random.default_rng(0)
+    tracks, centers = gaussian_mixture_vectors(2000, 32, rng=rng, n_clusters=16, spread=(0.4, 0.6))
+    mean = tracks.mean(axis=0)
+    generic = unit_rows(rng.standard_normal((48, 32)))  # background "texts"
+    text_sd = background_spread(generic, tracks, mean)
+    null = unit_rows(rng.standard_normal((64, 32)))  # meaningless queries: random directions
+    text_z0 = null_threshold(null, (null @ tracks.T).max(axis=1), mean, text_sd)
+    audio_sd = background_spread(tracks[:200], tracks, mean, exclude_self=True)
+    mixtures = random_mixtures(tracks[:500], 64, rng)
+    audio_z0 = null_threshold(mixtures, (mixtures @ tracks.T).max(axis=1), mean, audio_sd)
+    assert text_z0 > 2.5 and audio_z0 > 2.5  # the best of 2000 chance scores is far out in the tail
+    cal = Calibration("t", mean.astype(np.float32), text_sd, text_z0, audio_sd, audio_z0, 2000, 48)
+
+    def top_relevance(q: np.ndarray, w: float = 1.0) -> float:
+        return float(cal.relevance(np.array([np.max(tracks @ q)]), q, w)[0])
+
+    matching = unit_rows(centers[:4, :32])  # the directions of clusters of tracks
+    nonsense = unit_rows(rng.standard_normal((20, 32)))  # fresh meaningless queries
+    assert min(top_relevance(q) for q in matching) > 0.9
+    assert np.median([top_relevance(q) for q in nonsense]) < 0.5  # "no good match", most of the time
+    assert max(top_relevance(q) for q in nonsense) < min(top_relevance(q) for q in matching)
+    scores = np.linspace(-1, 1, 201)
+    for q, w in ((matching[0], 1.0), (nonsense[0], 0.0), (matching[1], 0.3)):
+        rel = cal.relevance(scores, q, w)
+        assert np.all(np.diff(rel) > 0) and rel.min() >= 0 and rel.max() <= 1  # strictly increasing in [0, 1]
+    roundtrip = Calibration.from_json(json.loads(json.dumps(cal.to_json())))
+    np.testing.assert_allclose(roundtrip.relevance(scores, matching[0], 1.0), cal.relevance(scores, matching[0], 1.0))
+    assert len(set(gibberish(10, np.random.default_rng(0)))) == 10
+
+
+def test_map_coordinates_pca_matches_numpy_oracle() -> None:
+    rng = np.random.default_rng(1)
+    x = unit_rows(rng.standard_normal((50, 8)) * np.array([5, 3, 1, 1, 1, 1, 1, 1]))
+    xy = map_coordinates(x)
+    assert xy.shape == (50, 2) and xy.min() == 0 and xy.max() == 1
+    xc = x - x.mean(0)
+    _, eigvec = np.linalg.eigh(np.cov(xc.T))
+    top = xc @ eigvec[:, ::-1][:, :2]  # projections on the two largest principal axes
+    for axis in range(2):
+        corr = np.corrcoef(top[:, axis], xy[:, axis])[0, 1]
+        assert abs(corr) > 0.9999
+    assert np.array_equal(map_coordinates(x), xy)  # deterministic
+    assert map_coordinates(x[:1]).tolist() == [[0.0, 0.0]]
+
+
+# --------------------------------------------------------------------------------------------- the oracle
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build_model(model_config("debug", text_encoder="tiny-bert"), pretrained_text=False)
+    path = tmp_path_factory.mktemp("model") / "debug.safetensors"
+    save_model(model, path)
+    return path
+
+
+ARTISTS = ["Ann", "Bob", "Cy"]
+
+
+@pytest.fixture(scope="module")
+def store(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of 12 tagged tracks (1.5 to 4.25 s, several windows each) with artists, years and folders."""
+    root = tmp_path_factory.mktemp("collection")
+    tracks = []
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        seconds = 1.5 + 0.25 * i
+        t = np.arange(int(seconds * SR)) / SR
+        freq = 100 * (i + 1)
+        wave = 0.3 * np.sin(2 * np.pi * freq * t) * (t % 1.0 < 0.5 + 0.04 * i) + 0.02 * rng.standard_normal(t.size)
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(exist_ok=True)
+        path = folder / f"t{i}.wav"
+        sf.write(path, wave.astype(np.float32), SR)
+        tags = ("low" if freq < 600 else "high", "even" if i % 2 == 0 else "odd")
+        meta = {"artist": ARTISTS[i % 3], "year": 1990 + i, "folder": folder.name, "title": f"Track {i}"}
+        tracks.append(Track(f"t{i}", str(path), tags=tags, metadata=meta))
+    write_manifest(root / "m.jsonl", tracks)
+    report = index_collection(root / "m.jsonl", root / "store", model=model_file, workers=0)
+    assert report.added == 12
+    return root / "store"
+
+
+class Oracle:
+    """Embeddings computed independently of the store (file by file), and brute-force rankings."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        self.emb = searcher.embedder
+        plan = searcher.store.settings.plan
+        self.recs = sorted(searcher.store.db.iter_tracks(), key=lambda r: r.id)
+        self.tracks = np.stack([self.emb.embed_file(r.path, plan)[0] for r in self.recs])  # (N, D)
+        self.windows = [self.emb.embed_file(r.path, plan)[1] for r in self.recs]
+        self.starts = [[w.start for w in searcher.store.db.windows(r.id)] for r in self.recs]
+
+    def text(self, text: str) -> np.ndarray:
+        return self.emb.embed_texts([text])[0]
+
+    def rank(self, q: np.ndarray, scores: np.ndarray | None = None, keep: Any = None) -> list[tuple[int, float]]:
+        s = self.tracks @ q if scores is None else scores
+        items = [(r.id, float(x)) for r, x in zip(self.recs, s) if keep is None or keep(r)]
+        return sorted(items, key=lambda it: (-it[1], it[0]))
+
+
+def check(results: list[Any], expected: list[tuple[int, float]], k: int) -> None:
+    assert [r.id for r in results] == [i for i, _ in expected[:k]]
+    np.testing.assert_allclose([r.score for r in results], [s for _, s in expected[:k]], atol=2e-5)
+    rel = [r.relevance for r in results]
+    assert all(0 <= x <= 1 for x in rel) and rel == sorted(rel, reverse=True)
+
+
+def test_text_search_filters_and_segments_match_the_oracle(store: Path) -> None:
+    with Searcher.open(store) as searcher:
+        oracle = Oracle(searcher)
+        for text in ("low hum", "a bright high tone", "odd"):
+            q = oracle.text(text)
+            resp = searcher.search(text, k=5)
+            check(resp.results, oracle.rank(q), 5)
+            assert resp.no_good_match == (resp.results[0].relevance < 0.5)
+            for r in resp.results:  # best window: the argmax over the track's own windows
+                j = next(i for i, rec in enumerate(oracle.recs) if rec.id == r.id)
+                best = int(np.argmax(oracle.windows[j] @ q))
+                assert r.segment_start == pytest.approx(oracle.starts[j][best])
+                assert r.segment_score == pytest.approx(float(oracle.windows[j][best] @ q), abs=2e-5)
+        q = oracle.text("tone")
+        cases = [
+            (["artist=bob"], lambda r: r.artist == "Bob"),
+            (["year>=1995", "year<=1999"], lambda r: 1995 <= r.year <= 1999),
+            (["tag=HIGH", "tag!=odd"], lambda r: "high" in r.tags and "odd" not in r.tags),
+            (["folder=a"], lambda r: r.folder == "a"),
+            (["duration>3"], lambda r: r.duration > 3),
+        ]
+        for flt, keep in cases:
+            expected = oracle.rank(q, keep=keep)
+            results = searcher.search("tone", k=12, filters=flt).results
+            assert len(results) == len(expected) > 0  # filtered inside the index: every match comes back
+            check(results, expected, 12)
+        assert searcher.search("tone", filters=["artist=nobody"]).results == []
+
+
+def test_negative_terms_follow_the_documented_rule(store: Path) -> None:
+    with Searcher.open(store) as searcher:
+        oracle = Oracle(searcher)
+        cal = searcher.calibration()
+        np.testing.assert_allclose(cal.mean_vector, oracle.tracks.mean(0), atol=1e-5)
+        q, neg = oracle.text("tone"), oracle.text("odd")
+        penalised = oracle.tracks @ q - np.maximum(0, oracle.tracks @ neg - float(neg @ cal.mean_vector))
+        resp = searcher.search("tone, no odd", k=6)
+        assert resp.query is not None and resp.query.negatives == ("odd",)
+        check(resp.results, oracle.rank(q, scores=penalised), 6)
+        plain = searcher.search("tone", k=12).results
+        # tracks closer to "odd" than the average track lose rank; the others keep their raw score
+        for r in resp.results:
+            raw = next(p.score for p in plain if p.id == r.id)
+            j = next(i for i, rec in enumerate(oracle.recs) if rec.id == r.id)
+            assert r.score == pytest.approx(raw - max(0.0, float(oracle.tracks[j] @ neg - neg @ cal.mean_vector)))
+        weightless = searcher.search("tone, no odd", k=6, negative_weight=0.0).results
+        check(weightless, oracle.rank(q), 6)
+
+
+def test_query_by_example_and_combined(store: Path, tmp_path: Path) -> None:
+    with Searcher.open(store) as searcher:
+        oracle = Oracle(searcher)
+        rec = oracle.recs[3]
+        a = oracle.tracks[3]
+        by_id = searcher.search(like=rec.id, k=4)
+        check(by_id.results, oracle.rank(a, keep=lambda r: r.id != rec.id), 4)  # the example itself left out
+        assert by_id.like == f"track:{rec.id}"
+        by_track_id = searcher.search(like=rec.track_id, k=4).results
+        assert [r.id for r in by_track_id] == [r.id for r in by_id.results]
+        by_file = searcher.search(like=rec.path, k=1, allow_files=True)  # a file embedded on the fly
+        # the file is also indexed under another id, so it finds itself
+        assert by_file.results[0].score == pytest.approx(1.0, abs=1e-5)
+        outside = tmp_path / "query.wav"
+        sf.write(outside, (0.3 * np.sin(2 * np.pi * 250 * np.arange(SR * 2) / SR)).astype(np.float32), SR)
+        qa = searcher.embedder.embed_file(outside, searcher.store.settings.plan)[0]
+        check(searcher.search(like=str(outside), k=5).results, oracle.rank(qa), 5)
+        t = oracle.text("bright")
+        for w in (0.5, 0.8):
+            q = unit_rows(w * t + (1 - w) * a)[0]
+            both = searcher.search("bright", like=rec.id, k=5, text_weight=w).results
+            check(both, oracle.rank(q, keep=lambda r: r.id != rec.id), 5)
+        with pytest.raises(MusicSearchError, match="not an indexed track id"):
+            searcher.search(like=str(outside), allow_files=False)
+        assert [r.id for r in searcher.similar(rec.track_id, 4).results] == [r.id for r in by_id.results]
+
+
+def test_bad_requests_are_clear_errors(store: Path, model_file: Path, tmp_path: Path) -> None:
+    with Searcher.open(store) as searcher:
+        for kwargs, match in [
+            ({}, "give a text query"),
+            ({"query": ""}, "empty"),
+            ({"query": "y" * 5000}, "limit"),
+            ({"query": "no vocals"}, "only what to leave out"),
+            ({"query": "x", "k": 0}, "k must be"),
+            ({"query": "x", "k": 10**6}, "k must be"),
+            ({"query": "x", "k": "3"}, "k must be"),
+            ({"query": "x", "filters": ["bpm>100"]}, "unknown key"),
+            ({"like": "no-such-track"}, "not an indexed track id or an audio file"),
+            ({"like": 999}, "no track"),
+            ({"query": "x", "like": 0, "text_weight": 2}, "text_weight"),
+        ]:
+            with pytest.raises(MusicSearchError, match=match):
+                searcher.search(**kwargs)
+    torch.manual_seed(5)
+    other = build_model(model_config("debug", text_encoder="tiny-bert"), pretrained_text=False)
+    save_model(other, tmp_path / "other.safetensors")
+    with pytest.raises(MusicSearchError, match="re-index"):
+        search(store, "x", model=tmp_path / "other.safetensors")
+    with pytest.raises(MusicSearchError, match="not a musicsearch store"):
+        search(tmp_path, "x")
+    assert len(search(store, "x", k=3, model=model_file)) == 3  # the same model by path is accepted
+
+
+def test_calibration_and_map_are_cached_per_store_version(store: Path, model_file: Path) -> None:
+    with Searcher.open(store) as searcher:
+        cal = searcher.calibration()
+        saved = json.loads((store / "calibration.json").read_text())
+        assert saved["token"] == searcher.store.version_token() == cal.token
+        assert cal.n_tracks == 12 and cal.n_texts >= 48
+        m = searcher.collection_map()
+        assert m["count"] == 12 and {p["id"] for p in m["points"]} == {r.id for r in searcher.store.db.iter_tracks()}
+        assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in m["points"])
+        assert len(searcher.collection_map(limit=5)["points"]) == 5
+    emb = load_embedder(model_file)
+    assert emb.embed_texts(["x"]).shape == (1, emb.dim)
