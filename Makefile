@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch first, so nothing pulls a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	# musicnn's trained TF checkpoints (ISC); --no-deps: its declared deps (tensorflow, numpy<1.17) are not used
+	$(BIN)/python -m pip install -q --no-deps musicnn==0.1.0
 	@touch $(STAMP)
 
 venv: $(STAMP)
