@@ -22,6 +22,7 @@ from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import (
     MAX_QUERY_CHARS,
     Calibration,
+    FilterIndex,
     Searcher,
     background_spread,
     gibberish,
@@ -256,6 +257,40 @@ def test_text_search_filters_and_segments_match_the_oracle(store: Path) -> None:
             assert len(results) == len(expected) > 0  # filtered inside the index: every match comes back
             check(results, expected, 12)
         assert searcher.search("tone", filters=["artist=nobody"]).results == []
+
+
+def test_filter_index_equals_resolve_filter(store: Path) -> None:
+    """The fast filter resolution (NumPy columns + tag index) against the metadata database's own SQL."""
+    with Searcher.open(store) as searcher:
+        db = searcher.store.db
+        index = FilterIndex(store / "metadata.sqlite")
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            fields: dict[str, Any] = {}
+            if rng.random() < 0.4:
+                fields["year_min"] = int(rng.integers(1988, 2003))
+            if rng.random() < 0.4:
+                fields["year_max"] = int(rng.integers(1988, 2003))
+            if rng.random() < 0.3:
+                fields["duration_min"] = float(rng.uniform(1, 5))
+            if rng.random() < 0.3:
+                fields["duration_max"] = float(rng.uniform(1, 5))
+            if rng.random() < 0.3:
+                fields["artist"] = str(rng.choice(["ann", "BOB", "Cy", "nobody"]))
+            if rng.random() < 0.3:
+                fields["folder"] = str(rng.choice(["a", "b", "c"]))
+            if rng.random() < 0.4:
+                fields["tags"] = tuple(rng.choice(["low", "HIGH", "even", "odd", "none"], int(rng.integers(1, 3))))
+            if rng.random() < 0.3:
+                fields["without_tags"] = (str(rng.choice(["low", "odd", "none"])),)
+            flt = MetadataFilter(**fields)
+            expected = db.resolve_filter(flt, level="track")
+            got = index.resolve(flt, db)
+            if expected is None:
+                assert got is None and flt.is_empty()
+            else:
+                assert got is not None and np.array_equal(got, expected), fields
+        index.close()
 
 
 def test_negative_terms_follow_the_documented_rule(store: Path) -> None:

@@ -41,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
         help=f"decoding processes (default {default_workers()} here; 0 decodes in the main process)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="windows per model forward pass (default: 16)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:N")
     p.add_argument("--max-windows", type=int, default=None, help="windows per track at most, for a new store (16)")
     p.add_argument("--prune", action="store_true", help="drop stored tracks whose files are gone from SOURCE")
     p.add_argument("--retry-failed", action="store_true", help="retry files that failed before and did not change")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if args.model is not None
         else (read_settings(args.store).model_source if is_store(args.store) else None)
     )
-    embedder = load_embedder(spec, batch_size=args.batch_size) if spec is not None else None
+    embedder = load_embedder(spec, batch_size=args.batch_size, device=args.device) if spec is not None else None
     report = index_collection(
         args.source,
         args.store,

@@ -326,13 +326,14 @@ def track_vector(window_embeddings: np.ndarray) -> np.ndarray:
     return unit_rows(mean[None, :], what="track embedding")[0]
 
 
-def load_embedder(model: str | os.PathLike[str] | Embedder, *, batch_size: int = 16) -> Embedder:
+def load_embedder(model: str | os.PathLike[str] | Embedder, *, batch_size: int = 16, device: str = "cpu") -> Embedder:
     """Load a model for indexing or querying.
 
     Args:
         model: an :class:`Embedder` (returned as is), or what ``--model`` takes: a ``.safetensors`` checkpoint, a
             training run folder, or a name :func:`musicsearch.models.loading.resolve_model` knows.
         batch_size: windows per forward pass.
+        device: where the model runs (``cpu``, ``cuda``, ``cuda:1``); the checksum is the file's either way.
 
     Returns:
         The :class:`Embedder` (model in eval mode).
@@ -344,7 +345,7 @@ def load_embedder(model: str | os.PathLike[str] | Embedder, *, batch_size: int =
         return model
     from musicsearch.models.loading import resolve_model
 
-    resolved = resolve_model(model)
+    resolved = resolve_model(model, device=device)
     spec = str(model)
     source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().exists() else spec
     return Embedder(

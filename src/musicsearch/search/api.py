@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import threading
 import time
 import unicodedata
@@ -59,8 +60,8 @@ import numpy as np
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import write_json
 from musicsearch.index.embedder import Embedder, unit_rows
-from musicsearch.index.indexer import Store
-from musicsearch.index.metadata import MetadataFilter, TrackRecord
+from musicsearch.index.indexer import METADATA_FILE, Store
+from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, fold
 from musicsearch.index.store import VectorBackend
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "NO_MATCH_THRESHOLD",
     "Calibration",
+    "FilterIndex",
     "ParsedQuery",
     "Result",
     "SearchResponse",
@@ -77,6 +79,7 @@ __all__ = [
     "parse_filters",
     "parse_query",
     "prepare_store",
+    "scan_vectors",
     "search",
 ]
 
@@ -96,6 +99,8 @@ RELEVANCE_SLOPE = 2.0
 BACKGROUND_QUANTILE = 0.95
 CALIBRATION_FILE = "calibration.json"
 MAP_FILE = "map.json"
+#: Tracks drawn on the collection map at most (a seeded sample beyond).
+MAP_MAX_POINTS = 20_000
 CALIBRATION_VERSION = 2
 
 #: Generic music descriptions: the text half of the calibration background (with up to 32 of the store's tags).
@@ -515,7 +520,6 @@ def calibrate(
     store: Store,
     embedder: Embedder,
     *,
-    track_vectors: tuple[np.ndarray, np.ndarray] | None = None,
     max_tracks: int = 4000,
     n_null: int = 64,
     seed: int = 0,
@@ -531,7 +535,6 @@ def calibrate(
     Args:
         store: the store.
         embedder: its model.
-        track_vectors: ``(ids, vectors)`` of every track, when already at hand.
         max_tracks: sample of tracks for the spreads.
         n_null: meaningless queries of each kind.
         seed: the one seed of the samples.
@@ -540,13 +543,11 @@ def calibrate(
         The :class:`Calibration` (not yet saved).
     """
     rng = np.random.default_rng(seed)
-    _, vecs = track_vectors if track_vectors is not None else export_vectors(store.tracks)
     token = store.version_token()
     dim = store.settings.dim
-    if vecs.shape[0] == 0:
+    n, mean, _, sample = scan_vectors(store.tracks, max_sample=max_tracks, seed=seed)
+    if n == 0:
         return Calibration(token, np.zeros(dim, np.float32), 1.0, 1.645, 1.0, 1.645, 0, 0)
-    mean = vecs.mean(axis=0).astype(np.float32)
-    sample = vecs if vecs.shape[0] <= max_tracks else vecs[np.sort(rng.choice(vecs.shape[0], max_tracks, False))]
     config = embedder.model.config
     if getattr(config, "objective", "") == "classification":
         texts = list(getattr(config, "tags", ()))
@@ -575,6 +576,34 @@ def calibrate(
         n_tracks=int(sample.shape[0]),
         n_texts=len(texts),
     )
+
+
+def scan_vectors(
+    backend: VectorBackend, *, max_sample: int, seed: int = 0
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One streaming pass over a backend: the count, the mean vector and a seeded sample, without holding every
+    vector in memory (a million 128-d vectors are 512 MB).
+
+    Returns:
+        ``(n, mean (D,) float32, sample ids (S,) sorted, sample vectors (S, D))`` with ``S <= max_sample`` (each
+        vector kept with probability ``max_sample / n``, then cut to ``max_sample``).
+    """
+    n = len(backend)
+    total = np.zeros(backend.dim, np.float64)
+    if n == 0:
+        return 0, total.astype(np.float32), np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
+    rng = np.random.default_rng(seed)
+    p = min(1.0, max_sample / n)
+    ids_parts, vec_parts = [], []
+    for ids, vecs in backend.export():
+        total += vecs.sum(axis=0, dtype=np.float64)
+        keep = rng.random(ids.size) < p if p < 1 else np.ones(ids.size, bool)
+        ids_parts.append(ids[keep])
+        vec_parts.append(vecs[keep])
+    ids = np.concatenate(ids_parts)
+    vecs = np.concatenate(vec_parts)
+    order = np.argsort(ids)[:max_sample]
+    return n, (total / n).astype(np.float32), ids[order], vecs[order]
 
 
 def export_vectors(backend: VectorBackend) -> tuple[np.ndarray, np.ndarray]:
@@ -713,6 +742,64 @@ def _score_ids(backend: VectorBackend, queries: np.ndarray, ids: np.ndarray) -> 
 # The searcher
 
 
+class FilterIndex:
+    """Resolves metadata filters to the allowed track-vector ids, fast on large stores.
+
+    Year and duration conditions are evaluated on NumPy copies of those columns (one SQL read per store version:
+    a broad ``year>=1990`` over a million tracks costs a millisecond instead of materialising half a million SQL
+    rows); tag conditions go through the ``tags(tag_key)`` index; artist, album and folder through
+    :meth:`MetadataDB.resolve_filter` (indexed, selective). The result equals ``resolve_filter(flt, level="track")``
+    (tested against it).
+
+    Args:
+        db_path: the store's ``metadata.sqlite`` (opened read-only).
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self._con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        rows = self._con.execute(
+            "SELECT id, vector_id, year, duration FROM tracks WHERE vector_id IS NOT NULL ORDER BY id"
+        ).fetchall()
+        cols = np.array(rows, dtype=np.float64).reshape(-1, 4)  # NULL -> nan
+        self.track_ids = cols[:, 0].astype(np.int64)  # (N,) sorted
+        self.vector_ids = cols[:, 1].astype(np.int64)
+        self.year = cols[:, 2]
+        self.duration = cols[:, 3]
+
+    def close(self) -> None:
+        """Close the read-only connection."""
+        self._con.close()
+
+    def _tagged(self, tag: str) -> np.ndarray:
+        rows = self._con.execute("SELECT track FROM tags WHERE tag_key = ?", (fold(tag),)).fetchall()
+        return np.array([r[0] for r in rows], np.int64)
+
+    def resolve(self, flt: MetadataFilter, db: MetadataDB) -> np.ndarray | None:
+        """Sorted ``(M,)`` int64 track-vector ids meeting ``flt``, or ``None`` for an empty filter."""
+        if flt.is_empty():
+            return None
+        mask = np.ones(self.track_ids.size, bool)
+        with np.errstate(invalid="ignore"):  # nan (NULL) compares false, as in SQL
+            for column, lo, hi in (
+                (self.year, flt.year_min, flt.year_max),
+                (self.duration, flt.duration_min, flt.duration_max),
+            ):
+                if lo is not None:
+                    mask &= column >= lo
+                if hi is not None:
+                    mask &= column <= hi
+        for tag in flt.tags:
+            mask &= np.isin(self.track_ids, self._tagged(tag))
+        for tag in flt.without_tags:
+            mask &= ~np.isin(self.track_ids, self._tagged(tag))
+        rest = MetadataFilter(artist=flt.artist, album=flt.album, folder=flt.folder)
+        if not rest.is_empty():
+            allowed = db.resolve_filter(rest, level="track")
+            if allowed is not None:
+                mask &= np.isin(self.vector_ids, allowed)
+        return np.sort(self.vector_ids[mask])
+
+
 class Searcher:
     """A store and its model, open for many queries (the server holds one). Thread-safe (queries serialised).
 
@@ -731,6 +818,7 @@ class Searcher:
         self._vectors: tuple[str, np.ndarray, np.ndarray] | None = None
         self._calibration: Calibration | None = None
         self._map: dict[str, Any] | None = None
+        self._filter_index: tuple[str, FilterIndex] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, model: str | os.PathLike[str] | Embedder | None = None) -> Searcher:
@@ -748,7 +836,18 @@ class Searcher:
 
     def close(self) -> None:
         """Close the store."""
+        if self._filter_index is not None:
+            self._filter_index[1].close()
         self.store.close()
+
+    def _filters(self) -> FilterIndex:
+        """The filter index of the current store version (built on first use)."""
+        token = self.store.version_token()
+        if self._filter_index is None or self._filter_index[0] != token:
+            if self._filter_index is not None:
+                self._filter_index[1].close()
+            self._filter_index = (token, FilterIndex(self.store.path / METADATA_FILE))
+        return self._filter_index[1]
 
     def __enter__(self) -> Searcher:
         return self
@@ -759,8 +858,8 @@ class Searcher:
     # -- derived data (cached) -------------------------------------------------------------------------------
 
     def track_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(vector ids (N,), unit vectors (N, D))`` of every track, sorted by id (exported once per store
-        version)."""
+        """``(vector ids (N,), unit vectors (N, D))`` of every track, sorted by id: exported on the first query by
+        an indexed example (the backend interface has no fetch by id) and kept until the store changes."""
         with self._lock:
             token = self.store.version_token()
             if self._vectors is None or self._vectors[0] != token:
@@ -783,7 +882,7 @@ class Searcher:
             except (OSError, ValueError, KeyError):
                 cal = None
             if cal is None:
-                cal = calibrate(self.store, self.embedder, track_vectors=self.track_vectors())
+                cal = calibrate(self.store, self.embedder)
                 if self.write_cache:
                     try:
                         write_json(file, cal.to_json(), indent=None)
@@ -801,8 +900,9 @@ class Searcher:
             limit: most points returned (an even sample by id beyond).
 
         Returns:
-            ``{"method", "count", "points": [{"id", "x", "y", "title", "artist", "tag"}]}`` with ``x, y`` in
-            ``[0, 1]``.
+            ``{"method", "count", "total", "points": [{"id", "x", "y", "title", "artist", "tag"}]}`` with ``x, y``
+            in ``[0, 1]``: ``count`` tracks on the map (a seeded sample of :data:`MAP_MAX_POINTS` in a bigger
+            store), ``total`` in the store.
         """
         with self._lock:
             token = self.store.version_token()
@@ -816,7 +916,12 @@ class Searcher:
         if len(points) > limit:
             step = len(points) / limit
             points = [points[int(i * step)] for i in range(limit)]
-        return {"method": data["method"], "count": len(data["points"]), "points": points}
+        return {
+            "method": data["method"],
+            "count": len(data["points"]),
+            "total": int(data.get("total", len(data["points"]))),
+            "points": points,
+        }
 
     # -- lookups ---------------------------------------------------------------------------------------------
 
@@ -947,7 +1052,7 @@ class Searcher:
         embed_ms = (time.perf_counter() - t_embed) * 1e3
 
         t_search = time.perf_counter()
-        allowed = store.db.resolve_filter(flt, level="track")
+        allowed = self._filters().resolve(flt, store.db)
         n_tracks = len(store.tracks)
         fetch = k + (1 if leave_out is not None else 0)
         if neg_vecs.shape[0]:
@@ -1015,22 +1120,37 @@ class Searcher:
         )
 
     def _segments(self, q: np.ndarray, tracks: Sequence[TrackRecord]) -> dict[int, tuple[float, float]]:
-        """Best window (start seconds, cosine) of each track for the unit query ``q``."""
+        """Best window (start seconds, cosine) of each track for the unit query ``q``.
+
+        Exact when the window index is exact (a search restricted to the tracks' windows). On an approximate
+        index such a restricted search would scan every window, so the best window is first looked for among
+        the query's top ``max(64, 4·M)`` windows (``M`` = the tracks' windows); only tracks with none there get
+        the restricted scan.
+        """
         owner: dict[int, tuple[int, float]] = {}
         for rec in tracks:
             for w in self.store.db.windows(rec.id):
                 owner[w.vector_id] = (rec.id, w.start)
         if not owner:
             return {}
-        ids = np.array(sorted(owner), np.int64)
-        scores = _score_ids(self.store.windows, q[None, :], ids)[0]
         best: dict[int, tuple[float, float]] = {}
-        for vid, s in zip(ids.tolist(), scores.tolist()):
-            if not math.isfinite(s):
-                continue
-            track, start = owner[vid]
-            if track not in best or s > best[track][1]:
-                best[track] = (start, float(s))
+
+        def take(vids: Sequence[int], scores: Sequence[float]) -> None:
+            for vid, s in zip(vids, scores):
+                if vid not in owner or not math.isfinite(s):
+                    continue
+                track, start = owner[vid]
+                if track not in best or s > best[track][1]:
+                    best[track] = (start, float(s))
+
+        windows = self.store.windows
+        if not windows.exact:
+            m = min(len(windows), max(64, 4 * len(owner)))
+            scores, vids = windows.search(q, m)
+            take(vids[0].tolist(), scores[0].tolist())
+        missing = np.array(sorted(v for v, (t, _) in owner.items() if t not in best), np.int64)
+        if missing.size:
+            take(missing.tolist(), _score_ids(windows, q[None, :], missing)[0].tolist())
         return best
 
     def similar(self, track: int | str, k: int = 10, filters: Any = None) -> SearchResponse:
@@ -1096,7 +1216,7 @@ def _load_or_build_map(searcher: Searcher, token: str, method: str | None) -> di
     except (OSError, ValueError):
         pass
     method = method or "pca"
-    ids, vecs = searcher.track_vectors()
+    total, _, ids, vecs = scan_vectors(searcher.store.tracks, max_sample=MAP_MAX_POINTS)
     xy = map_coordinates(vecs, method=method)
     refs = searcher.store.db.lookup_vectors(ids)
     points = []
@@ -1114,7 +1234,7 @@ def _load_or_build_map(searcher: Searcher, token: str, method: str | None) -> di
                 "tag": rec.tags[0] if rec.tags else None,
             }
         )
-    data = {"token": token, "method": method, "points": points}
+    data = {"token": token, "method": method, "total": total, "points": points}
     if searcher.write_cache:
         try:
             write_json(file, data, indent=None)

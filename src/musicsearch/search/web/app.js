@@ -319,7 +319,8 @@ async function loadMap() {
   try {
     const data = await getJSON("/api/map");
     state.mapPoints = data.points;
-    $("map-method").textContent = `(${data.method}, ${data.count} tracks)`;
+    const of = data.total > data.count ? ` of ${data.total}` : "";
+    $("map-method").textContent = `(${data.method}, ${data.count}${of} tracks)`;
     renderLegend();
   } catch (err) {
     $("map-method").textContent = `(unavailable: ${err.message})`;
