@@ -379,3 +379,21 @@ def test_calibration_and_map_are_cached_per_store_version(store: Path, model_fil
         assert len(searcher.collection_map(limit=5)["points"]) == 5
     emb = load_embedder(model_file)
     assert emb.embed_texts(["x"]).shape == (1, emb.dim)
+
+
+def test_an_open_searcher_sees_a_later_indexing_run(model_file: Path, tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    t = np.arange(2 * SR) / SR
+    for i in range(3):
+        sf.write(music / f"t{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t)).astype(np.float32), SR)
+    index_collection(music, tmp_path / "store", model=model_file, workers=0)
+    with Searcher.open(tmp_path / "store") as searcher:  # a running server
+        assert len(searcher.search("tone", k=10).results) == 3
+        token = searcher.calibration().token
+        sf.write(music / "t3.wav", (0.3 * np.sin(2 * np.pi * 999 * t)).astype(np.float32), SR)
+        index_collection(music, tmp_path / "store", workers=0)
+        results = searcher.search("tone", k=10).results
+        assert {r.track_id for r in results} == {"t0.wav", "t1.wav", "t2.wav", "t3.wav"}
+        assert searcher.calibration().token != token  # recalibrated for the new version
+        assert searcher.collection_map()["count"] == 4

@@ -22,6 +22,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="model (default: the store's own)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and FAISS threads per query (default 1: one query at a time is fastest without spinning "
+        "thread pools; 0 leaves the libraries' defaults)",
+    )
     p.set_defaults(func=run)
 
 
@@ -33,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("serving needs uvicorn and fastapi: pip install 'musicsearch[serve]'") from exc
     from musicsearch.search.service import create_app
 
+    if args.threads > 0:
+        limit_threads(args.threads)
     app = create_app(args.store, model=args.model)
     print(f"serving {args.store} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     try:
@@ -40,3 +49,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         app.state.searcher.close()
     return 0
+
+
+def limit_threads(n: int) -> None:
+    """Use ``n`` threads in torch and FAISS (their OpenMP pools spin between queries otherwise)."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(n)

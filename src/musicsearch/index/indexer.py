@@ -272,6 +272,7 @@ class Store:
         self.windows = windows
         self.files = files
         self._lock = lock
+        self._loaded_token = self.version_token()
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -395,10 +396,36 @@ class Store:
                 parts.append("empty")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
+    def reload_vectors(self) -> bool:
+        """Reopen the saved vector backends if another process (an indexing run) saved newer ones.
+
+        Returns:
+            Whether they were reloaded.
+        """
+        token = self.version_token()
+        if token == self._loaded_token:
+            return False
+        for attempt in range(3):  # a writer may replace the files between reading the manifest and opening them
+            try:
+                tracks = _open_or_create(self.path / TRACKS_DIR, self.settings)
+                windows = _open_or_create(self.path / WINDOWS_DIR, self.settings)
+                break
+            except MusicSearchError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        with contextlib.suppress(Exception):
+            self.tracks.close()
+            self.windows.close()
+        self.tracks, self.windows = tracks, windows
+        self._loaded_token = token
+        return True
+
     def save_vectors(self) -> None:
         """Save both backends (each save atomic)."""
         self.tracks.save(self.path / TRACKS_DIR)
         self.windows.save(self.path / WINDOWS_DIR)
+        self._loaded_token = self.version_token()
 
     def repair(self) -> int:
         """Make the metadata and the saved vectors agree after a killed run; return how many items were fixed.

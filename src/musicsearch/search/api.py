@@ -905,6 +905,7 @@ class Searcher:
             store), ``total`` in the store.
         """
         with self._lock:
+            self.store.reload_vectors()
             token = self.store.version_token()
             cached = self._map
             if cached is not None and cached["token"] == token and method in (None, cached["method"]):
@@ -1017,6 +1018,7 @@ class Searcher:
             )
         flt = parse_filters(filters)
         with self._lock:
+            self.store.reload_vectors()  # an indexing run may have updated the store since it was opened
             return self._search(parsed, like, k, flt, float(text_weight), float(negative_weight), allow_files, t0)
 
     def _search(
