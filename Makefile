@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium ffmpeg
 EXTRAS := offline,synth,eval,index,serve,train,dev
 
-.PHONY: all venv apt test test-all test-slow lint format typecheck demo bench clean
+.PHONY: all venv apt test test-all test-slow lint format typecheck demo bench reproduce clean
 
 all: test
 
@@ -34,8 +34,8 @@ venv: $(STAMP)
 
 # --- checks ---------------------------------------------------------------------------------
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 
 format: venv
 	$(BIN)/ruff format src tests benchmarks
@@ -56,6 +56,10 @@ test-all: apt venv
 # --- the main job ---------------------------------------------------------------------------
 demo: apt venv
 	$(BIN)/musicsearch demo $(DEMO_ARGS)
+
+# the paper's Table 2 comparison on the procedural corpus (hours on a CPU; resumable)
+reproduce: apt venv
+	$(BIN)/python experiments/table2.py $(REPRODUCE_ARGS)
 
 bench: venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

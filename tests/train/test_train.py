@@ -151,3 +151,31 @@ def test_training_skips_unreadable_audio(tone_corpus: Path, tmp_path: Path) -> N
         )
     )
     assert res.global_step == 2 and np.isfinite(res.history[-1]["train_loss"])
+
+
+def test_every_epoch_end_leaves_a_resumable_state(
+    tone_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = Trainer.validate
+
+    def killed_in_second_validation(self: Trainer) -> float | None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "validate", killed_in_second_validation)
+    cfg = TrainConfig(
+        manifest=str(tone_corpus),
+        out_dir=str(tmp_path / "r"),
+        preset="debug",
+        text_encoder="tiny-bert",
+        epochs=3,
+        warmup_epochs=0,
+        batch_size=4,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    state = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and state["batch_in_epoch"] == 0 and state["global_step"] == 2

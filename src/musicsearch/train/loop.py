@@ -422,6 +422,7 @@ class Trainer:
                 log.info("epoch %d done | valid loss %s | best %.4f", self.epoch, val, self.best_val)
             self.epoch += 1
             self.batch_in_epoch = 0
+            self.save_last()
             if self.bad_epochs >= cfg.patience:
                 log.info("early stopping: %d epochs without improvement", self.bad_epochs)
                 stop = True
