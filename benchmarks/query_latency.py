@@ -118,6 +118,7 @@ def build_store(
             w_vecs = l2_normalize((block[:, None, :] + noise).reshape(-1, dim))  # (b·W, D)
             store.tracks.add(np.array(t_ids, np.int64), block)
             store.windows.add(np.array(w_ids, np.int64), w_vecs)
+            store.vector_file.write(np.array(t_ids + w_ids, np.int64), np.concatenate([block, w_vecs]))
         store.save_vectors()
     return time.perf_counter() - t0, centers
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import load_embedder, unit_rows
-from musicsearch.index.indexer import index_collection
+from musicsearch.index.indexer import VectorFile, index_collection
 from musicsearch.index.metadata import MetadataFilter
 from musicsearch.index.store import gaussian_mixture_vectors
 from musicsearch.models.checkpoint import save_model
@@ -397,3 +398,28 @@ def test_an_open_searcher_sees_a_later_indexing_run(model_file: Path, tmp_path: 
         assert {r.track_id for r in results} == {"t0.wav", "t1.wav", "t2.wav", "t3.wav"}
         assert searcher.calibration().token != token  # recalibrated for the new version
         assert searcher.collection_map()["count"] == 4
+
+
+def test_same_results_without_the_vector_file(store: Path, tmp_path: Path) -> None:
+    """vectors.f32 only makes lookups by id cheap: without it (fallback scans) the results are the same."""
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    (copy / "vectors.f32").unlink()
+    with Searcher.open(store) as a, Searcher.open(copy) as b:
+        for kwargs in ({"query": "tone, no odd"}, {"like": "t4"}, {"query": "hum", "like": "t1"}):
+            ra, rb = a.search(k=6, **kwargs).results, b.search(k=6, **kwargs).results  # type: ignore[arg-type]
+            assert [r.id for r in ra] == [r.id for r in rb]
+            np.testing.assert_allclose([r.score for r in ra], [r.score for r in rb], atol=1e-5)
+            assert [r.segment_start for r in ra] == [r.segment_start for r in rb]
+
+
+def test_vector_file_rows(tmp_path: Path) -> None:
+    vf = VectorFile(tmp_path / "v.f32", 4)
+    assert not vf.read(np.array([0, 3]))[1].any()  # no file yet
+    rows = unit_rows(np.random.default_rng(0).standard_normal((3, 4)))
+    vf.write(np.array([5, 1, 9]), rows)
+    got, ok = vf.read(np.array([1, 5, 9, 0, 7, 100, -1]))
+    assert ok.tolist() == [True, True, True, False, False, False, False]
+    np.testing.assert_array_equal(got[:3], rows[[1, 0, 2]])
+    vf.write(np.array([100]), rows[:1])  # grows; an open reader sees it
+    assert vf.read(np.array([100]))[1].all()

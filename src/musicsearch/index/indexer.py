@@ -8,6 +8,7 @@ A store is a directory::
     tracks/           one vector per track  (a saved :class:`~musicsearch.index.store.VectorBackend`)
     windows/          one vector per window (another saved backend; ids disjoint from the track vectors')
     files.sqlite      per file: size, mtime, SHA-256, resolved path, last outcome (ok / failed and why)
+    vectors.f32       a float32 copy of every vector, row = vector id (search reads a few by id per query)
     index.lock        held by the one indexing run allowed at a time
 
 **Pipeline.** Worker processes (``workers``, a process pool started with ``forkserver``, never importing torch)
@@ -84,6 +85,7 @@ __all__ = [
     "SourceItem",
     "Store",
     "StoreSettings",
+    "VectorFile",
     "collect_source",
     "content_key",
     "default_workers",
@@ -99,6 +101,7 @@ FILES_FILE = "files.sqlite"
 TRACKS_DIR = "tracks"
 WINDOWS_DIR = "windows"
 LOCK_FILE = "index.lock"
+VECTORS_FILE = "vectors.f32"
 STORE_FORMAT = 1
 
 
@@ -249,6 +252,66 @@ class FileLog:
         self._con.close()
 
 
+class VectorFile:
+    """``vectors.f32``: a float32 copy of every stored vector (tracks and windows), row ``i`` = vector id ``i``,
+    read through a memory map.
+
+    The vector backends answer top-k queries but cannot return a vector by id; search needs a few by id for
+    every query (the windows of the results for their best segment, an indexed example, the candidates of a
+    negative term) and must not scan the whole index for them. Rows are written before the metadata commits
+    them (so every committed vector has its row), the file grows sparsely to the largest id, rows of removed
+    vectors are left behind (never referenced again), and a row that was never written reads as zeros, which
+    :meth:`read` reports as missing (callers then fall back to a search restricted to those ids).
+    Costs ``4·D`` bytes of disk per vector id allocated; pages are loaded only when read.
+
+    Args:
+        path: the file.
+        dim: vector dimension.
+    """
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = int(dim)
+        self._map: np.ndarray | None = None
+        self._rows = 0
+
+    def _row_bytes(self) -> int:
+        return 4 * self.dim
+
+    def write(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Store ``(N, D)`` float32 rows under ``(N,)`` ids and fsync."""
+        if ids.size == 0:
+            return
+        need = (int(ids.max()) + 1) * self._row_bytes()
+        with open(self.path, "r+b" if self.path.exists() else "w+b") as fh:
+            if fh.seek(0, os.SEEK_END) < need:
+                fh.truncate(need)  # sparse: never-written rows read as zeros
+        rows = need // self._row_bytes()
+        mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(rows, self.dim))
+        mm[ids] = np.asarray(vectors, np.float32)
+        mm.flush()
+        del mm
+        with open(self.path, "rb") as fh:
+            os.fsync(fh.fileno())
+
+    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``(N,)`` ids: ``(vectors (N, D) float32, ok (N,) bool)``; ``ok`` is false for ids never written."""
+        ids = np.asarray(ids, np.int64)
+        out = np.zeros((ids.size, self.dim), np.float32)
+        try:
+            rows = self.path.stat().st_size // self._row_bytes()
+        except OSError:
+            return out, np.zeros(ids.size, bool)
+        if rows != self._rows or self._map is None:
+            self._map = np.memmap(self.path, dtype=np.float32, mode="r", shape=(rows, self.dim)) if rows else None
+            self._rows = rows
+        ok = (ids >= 0) & (ids < self._rows)
+        if self._map is not None and ok.any():
+            out[ok] = self._map[ids[ok]]
+        ok &= np.abs(np.einsum("nd,nd->n", out, out) - 1.0) < 1e-3  # unit rows only: zeros were never written
+        return out, ok
+
+
 class Store:
     """An open store directory: settings, metadata database, the two vector backends and the file log.
 
@@ -272,6 +335,7 @@ class Store:
         self.windows = windows
         self.files = files
         self._lock = lock
+        self.vector_file = VectorFile(path / VECTORS_FILE, settings.dim)
         self._loaded_token = self.version_token()
 
     # -- opening ---------------------------------------------------------------------------------------------
@@ -972,6 +1036,7 @@ class _Writer:
             if t_ids:  # one add per backend and commit: an upsert scans the store once
                 store.tracks.add(np.array(t_ids, np.int64), np.stack(t_vecs))
                 store.windows.add(np.array(w_ids, np.int64), np.concatenate(w_vecs))
+                store.vector_file.write(np.array(t_ids + w_ids, np.int64), np.concatenate([np.stack(t_vecs), *w_vecs]))
             t_save = time.perf_counter()
             store.save_vectors()
             self.last_save = time.perf_counter() - t_save

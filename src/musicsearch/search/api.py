@@ -765,6 +765,22 @@ class FilterIndex:
         self.vector_ids = cols[:, 1].astype(np.int64)
         self.year = cols[:, 2]
         self.duration = cols[:, 3]
+        self._by_vector = np.argsort(self.vector_ids, kind="stable")  # positions in vector-id order
+        self._sorted_vectors = self.vector_ids[self._by_vector]
+
+    def _mask_of(self, sorted_keys: np.ndarray, order: np.ndarray | None, wanted: np.ndarray) -> np.ndarray:
+        """``(N,)`` mask of the tracks whose key is in ``wanted``; ``sorted_keys`` are the keys sorted, ``order``
+        their track positions (``None``: already in track order)."""
+        mask = np.zeros(self.track_ids.size, bool)
+        wanted = np.unique(wanted)
+        if wanted.size == 0 or sorted_keys.size == 0:
+            return mask
+        at = np.searchsorted(sorted_keys, wanted)
+        valid = at < sorted_keys.size
+        at, wanted = at[valid], wanted[valid]
+        hit = at[sorted_keys[at] == wanted]
+        mask[hit if order is None else order[hit]] = True
+        return mask
 
     def close(self) -> None:
         """Close the read-only connection."""
@@ -789,15 +805,15 @@ class FilterIndex:
                 if hi is not None:
                     mask &= column <= hi
         for tag in flt.tags:
-            mask &= np.isin(self.track_ids, self._tagged(tag))
+            mask &= self._mask_of(self.track_ids, None, self._tagged(tag))
         for tag in flt.without_tags:
-            mask &= ~np.isin(self.track_ids, self._tagged(tag))
+            mask &= ~self._mask_of(self.track_ids, None, self._tagged(tag))
         rest = MetadataFilter(artist=flt.artist, album=flt.album, folder=flt.folder)
         if not rest.is_empty():
             allowed = db.resolve_filter(rest, level="track")
             if allowed is not None:
-                mask &= np.isin(self.vector_ids, allowed)
-        return np.sort(self.vector_ids[mask])
+                mask &= self._mask_of(self._sorted_vectors, self._by_vector, allowed)
+        return self._sorted_vectors[mask[self._by_vector]]  # sorted, no sort needed
 
 
 class Searcher:
@@ -966,11 +982,27 @@ class Searcher:
                 raise MusicSearchError(f"like={like!r} is not {where}")
         else:
             raise MusicSearchError(f"like must be a track id or a file path, got {type(like).__name__}")
-        ids, vecs = self.track_vectors()
+        if rec.vector_id is not None:
+            row, ok = self.store.vector_file.read(np.array([rec.vector_id]))
+            if ok[0]:
+                return row[0], rec.id, f"track:{rec.id}"
+        ids, vecs = self.track_vectors()  # a store without vectors.f32: export once
         j = int(np.searchsorted(ids, rec.vector_id)) if rec.vector_id is not None else -1
         if j < 0 or j >= ids.size or ids[j] != rec.vector_id:
             raise MusicSearchError(f"track {rec.track_id!r} has no stored vector; re-index the collection")
         return vecs[j], rec.id, f"track:{rec.id}"
+
+    def _score(self, backend: VectorBackend, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """``(Q, M)`` cosines of unit queries and stored vectors ``ids``: from ``vectors.f32`` (exact, no scan),
+        else (a store without that file) through a search restricted to those ids."""
+        out = np.full((queries.shape[0], ids.size), -np.inf, np.float32)
+        if ids.size == 0:
+            return out
+        vecs, ok = self.store.vector_file.read(ids)
+        out[:, ok] = queries @ vecs[ok].T
+        if not ok.all():
+            out[:, ~ok] = _score_ids(backend, queries, ids[~ok])
+        return out
 
     # -- search ----------------------------------------------------------------------------------------------
 
@@ -1065,7 +1097,7 @@ class Searcher:
         keep = vids >= 0
         scores, vids = scores[keep], vids[keep]
         if neg_vecs.shape[0] and vids.size:
-            neg = _score_ids(store.tracks, neg_vecs, vids).astype(np.float64)  # (n_neg, M)
+            neg = self._score(store.tracks, neg_vecs, vids).astype(np.float64)  # (n_neg, M)
             base = (neg_vecs @ cal.mean_vector).astype(np.float64)[:, None]  # (n_neg, 1)
             penalty = np.maximum(0.0, neg - base).sum(axis=0)  # (M,)
             scores = scores - negative_weight * penalty
@@ -1124,10 +1156,10 @@ class Searcher:
     def _segments(self, q: np.ndarray, tracks: Sequence[TrackRecord]) -> dict[int, tuple[float, float]]:
         """Best window (start seconds, cosine) of each track for the unit query ``q``.
 
-        Exact when the window index is exact (a search restricted to the tracks' windows). On an approximate
-        index such a restricted search would scan every window, so the best window is first looked for among
-        the query's top ``max(64, 4·M)`` windows (``M`` = the tracks' windows); only tracks with none there get
-        the restricted scan.
+        The tracks' window vectors are read by id from ``vectors.f32`` and compared with ``q`` (exact). For a
+        store without that file: on an exact window index a search restricted to those windows; on an
+        approximate one (where that would scan every window) first the query's top ``max(64, 4·M)`` windows, then
+        the restricted search only for tracks with none among them.
         """
         owner: dict[int, tuple[int, float]] = {}
         for rec in tracks:
@@ -1145,12 +1177,15 @@ class Searcher:
                 if track not in best or s > best[track][1]:
                     best[track] = (start, float(s))
 
+        ids = np.array(sorted(owner), np.int64)
+        vecs, ok = self.store.vector_file.read(ids)
+        take(ids[ok].tolist(), (vecs[ok] @ q).tolist())
         windows = self.store.windows
-        if not windows.exact:
+        if not ok.all() and not windows.exact:
             m = min(len(windows), max(64, 4 * len(owner)))
             scores, vids = windows.search(q, m)
             take(vids[0].tolist(), scores[0].tolist())
-        missing = np.array(sorted(v for v, (t, _) in owner.items() if t not in best), np.int64)
+        missing = np.array([v for v in ids.tolist() if owner[v][0] not in best], np.int64)
         if missing.size:
             take(missing.tolist(), _score_ids(windows, q[None, :], missing)[0].tolist())
         return best

@@ -251,9 +251,11 @@ def create_app(
     def _audio(track_id: int, request: Request) -> Response:
         try:
             path = searcher.playable_path(track_id)
+            size = path.stat().st_size
         except MusicSearchError as exc:
             raise StarletteHTTPException(404, str(exc)) from None
-        size = path.stat().st_size
+        except OSError:
+            raise StarletteHTTPException(404, f"track {track_id}: its audio file is missing") from None
         media = _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
         try:
