@@ -1,0 +1,36 @@
+"""Atomic writes keep the old content on failure and give files the usual permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from musicsearch.fileio import atomic_path, atomic_write, write_json
+
+
+def test_atomic_write_replaces_or_keeps(tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("old", encoding="utf-8")
+    with pytest.raises(RuntimeError), atomic_write(f) as fh:
+        fh.write("half")
+        raise RuntimeError("crash")
+    assert f.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temporary left behind
+    write_json(f, {"x": 1})
+    assert f.read_text(encoding="utf-8").strip() == '{\n  "x": 1\n}'
+
+
+def test_written_files_get_umask_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a") as fh:
+            fh.write("x")
+        with atomic_path(tmp_path / "b") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(mask)
+    for name in ("a", "b"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
