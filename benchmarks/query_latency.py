@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import multiprocessing as mp
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,6 +125,30 @@ def build_store(
     return time.perf_counter() - t0, centers
 
 
+def _memory_probe(path: str, preset: str, out: Any) -> None:
+    """In a fresh process: RSS with the model loaded, then with the store open after 20 queries."""
+    torch.manual_seed(0)
+    embedder = Embedder.from_model(build_model(model_config(preset)), source=f"untrained {preset}")
+    embedder.embed_texts(["warm up"])
+    before = rss_mb()
+    searcher = Searcher(Store.open(path), embedder)
+    for i in range(20):
+        searcher.search(QUERIES[i % len(QUERIES)], k=K)
+    out.put((before, rss_mb()))
+    searcher.close()
+
+
+def server_memory(path: Path, preset: str) -> tuple[float, float]:
+    """(RSS of a process holding just the model, extra RSS once it serves the store) in MiB."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_memory_probe, args=(str(path), preset, queue))
+    proc.start()
+    before, after = queue.get(timeout=1800)
+    proc.join(60)
+    return before, after - before
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -134,6 +160,7 @@ class Row:
     build_s: float
     bytes_per_track: float
     rss_mb: float
+    model_rss_mb: float
     mode: str
     p50: float
     p99: float
@@ -153,12 +180,11 @@ def measure(n: int, windows: int, n_queries: int, embedder: Embedder, threads: i
     build_s, centers = build_store(path, embedder, n, windows, rng)
     size = dir_bytes(path)
     gc.collect()
-    rss0 = rss_mb()
+    model_rss, rss = server_memory(path, embedder.source.split()[-1])
     searcher = Searcher(Store.open(path), embedder)
     t0 = time.perf_counter()
     searcher.calibration()
     print(f"[{n}] built in {build_s:.0f} s; calibration {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    rss = rss_mb() - rss0
     texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(n_queries)]
     totals, embeds, searches, metas, filt = [], [], [], [], []
     with thread_limit(threads):
@@ -193,6 +219,7 @@ def measure(n: int, windows: int, n_queries: int, embedder: Embedder, threads: i
         build_s=build_s,
         bytes_per_track=size / n,
         rss_mb=rss,
+        model_rss_mb=model_rss,
         mode=str(mode),
         p50=float(pct(totals, 50)),
         p99=float(pct(totals, 99)),
@@ -222,13 +249,14 @@ def main() -> None:
     rows = [measure(int(s), args.windows, args.queries, embedder, args.threads, root) for s in args.sizes.split(",")]
     print(f"\nend-to-end query latency (preset {args.preset} text tower, {args.threads} thread(s), top-{K})\n")
     print(
-        "| tracks | windows/track | index | build s | store bytes/track | server RSS MB | p50 ms | p99 ms "
+        "| tracks | windows/track | index | build s | store bytes/track | store RSS MB (+ model) | p50 ms | p99 ms "
         "| embed p50 | search p50 | metadata+segment p50 | filtered p50 / p99 | recall@10 |"
     )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r.n:,} | {r.windows} | {r.mode} | {r.build_s:.0f} | {r.bytes_per_track:,.0f} | {r.rss_mb:,.0f} "
+            f"| {r.n:,} | {r.windows} | {r.mode} | {r.build_s:.0f} | {r.bytes_per_track:,.0f} "
+            f"| {r.rss_mb:,.0f} (+ {r.model_rss_mb:,.0f}) "
             f"| {r.p50:.1f} | {r.p99:.1f} | {r.embed_p50:.1f} | {r.search_p50:.2f} | {r.meta_p50:.2f} "
             f"| {r.filt_p50:.1f} / {r.filt_p99:.1f} | {r.recall:.3f} |"
         )

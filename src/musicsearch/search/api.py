@@ -59,6 +59,7 @@ import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import write_json
+from musicsearch.index.backends.numpy_exact import exact_top_k
 from musicsearch.index.embedder import Embedder, unit_rows
 from musicsearch.index.indexer import METADATA_FILE, Store
 from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, fold
@@ -89,6 +90,8 @@ log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 500
 #: Most negative terms in one query.
 MAX_NEGATIVES = 8
+#: Filters keeping at most this many tracks are ranked exactly from the tracks' vectors (read by id).
+DIRECT_FILTER_MAX = 65_536
 #: Most results one query may ask for.
 MAX_K = 1000
 #: Relevance below which the best result counts as "no good match".
@@ -554,7 +557,7 @@ def calibrate(
         text_vecs = embedder.embed_texts(texts)
         null_text = random_mixtures(text_vecs, n_null, rng)
     else:
-        store_tags = sorted({t for rec in store.db.iter_tracks() for t in rec.tags})
+        store_tags = _store_tags(store)
         if len(store_tags) > 32:
             store_tags = [store_tags[i] for i in np.sort(rng.choice(len(store_tags), 32, False))]
         texts = list(dict.fromkeys([*GENERIC_QUERIES, *store_tags]))
@@ -604,6 +607,15 @@ def scan_vectors(
     vecs = np.concatenate(vec_parts)
     order = np.argsort(ids)[:max_sample]
     return n, (total / n).astype(np.float32), ids[order], vecs[order]
+
+
+def _store_tags(store: Store) -> list[str]:
+    """The distinct tags of a store (first spelling of each), sorted, read straight from its tag index."""
+    con = sqlite3.connect(f"file:{store.path / METADATA_FILE}?mode=ro", uri=True, timeout=30)
+    try:
+        return sorted(str(r[0]) for r in con.execute("SELECT MIN(tag) FROM tags GROUP BY tag_key"))
+    finally:
+        con.close()
 
 
 def export_vectors(backend: VectorBackend) -> tuple[np.ndarray, np.ndarray]:
@@ -992,6 +1004,24 @@ class Searcher:
             raise MusicSearchError(f"track {rec.track_id!r} has no stored vector; re-index the collection")
         return vecs[j], rec.id, f"track:{rec.id}"
 
+    def _rank(self, q: np.ndarray, fetch: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``fetch`` track vectors for the unit query ``q`` among ``allowed`` (all when ``None``):
+        ``(scores (fetch,), vector ids (fetch,))`` padded with ``-inf`` / ``-1``.
+
+        A filter keeping at most :data:`DIRECT_FILTER_MAX` tracks is answered exactly by scoring those tracks'
+        vectors read by id (an approximate index would have to scan nearly all of its cells for them); broader
+        filters and no filter go through the index, the allowed ids as its selector.
+        """
+        if allowed is not None and allowed.size <= DIRECT_FILTER_MAX:
+            vecs, ok = self.store.vector_file.read(allowed)
+            if ok.all():
+                if allowed.size == 0:
+                    return np.full(fetch, -np.inf, np.float32), np.full(fetch, -1, np.int64)
+                s, i = exact_top_k(vecs, allowed, q[None, :], fetch)  # ties: lower id first, as the backends
+                return s[0], i[0]
+        scores, vids = self.store.tracks.search(q, fetch, allowed_ids=allowed)
+        return scores[0], vids[0]
+
     def _score(self, backend: VectorBackend, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """``(Q, M)`` cosines of unit queries and stored vectors ``ids``: from ``vectors.f32`` (exact, no scan),
         else (a store without that file) through a search restricted to those ids."""
@@ -1092,8 +1122,8 @@ class Searcher:
         if neg_vecs.shape[0]:
             fetch = max(fetch, 4 * k, k + 50)
         fetch = max(1, min(fetch, max(n_tracks, 1)))
-        scores, vids = store.tracks.search(q, fetch, allowed_ids=allowed)
-        scores, vids = scores[0].astype(np.float64), vids[0]
+        scores, vids = self._rank(q, fetch, allowed)
+        scores, vids = scores.astype(np.float64), vids
         keep = vids >= 0
         scores, vids = scores[keep], vids[keep]
         if neg_vecs.shape[0] and vids.size:
