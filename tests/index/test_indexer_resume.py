@@ -23,7 +23,7 @@ from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import export_vectors
 
 SR = 16000
-N_FILES = 60
+N_FILES = 40
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_resume_after_sigkill(model_file: Path, tmp_path: Path) -> None:
     music = tmp_path / "music"
     music.mkdir()
     for i in range(N_FILES):
-        t = np.arange(3 * SR) / SR
+        t = np.arange(2 * SR) / SR
         sf.write(music / f"t{i:03d}.wav", (0.3 * np.sin(2 * np.pi * (100 + 37 * i) * t)).astype(np.float32), SR)
     store = tmp_path / "store"
 

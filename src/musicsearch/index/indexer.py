@@ -324,7 +324,7 @@ class Store:
         settings: StoreSettings,
         db: MetadataDB,
         tracks: VectorBackend,
-        windows: VectorBackend,
+        windows: VectorBackend | None,
         files: FileLog,
         lock: IO[Any] | None,
     ) -> None:
@@ -332,11 +332,19 @@ class Store:
         self.settings = settings
         self.db = db
         self.tracks = tracks
-        self.windows = windows
+        self._windows = windows
         self.files = files
         self._lock = lock
         self.vector_file = VectorFile(path / VECTORS_FILE, settings.dim)
         self._loaded_token = self.version_token()
+
+    @property
+    def windows(self) -> VectorBackend:
+        """The window-vector backend. Readers load it on first use only: search reads windows by id from
+        ``vectors.f32``, so a server need not hold the (largest) window index in memory."""
+        if self._windows is None:
+            self._windows = _open_or_create(self.path / WINDOWS_DIR, self.settings)
+        return self._windows
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -390,7 +398,7 @@ class Store:
                     "re-index into a new store"
                 )
             tracks = _open_or_create(dest / TRACKS_DIR, settings)
-            windows = _open_or_create(dest / WINDOWS_DIR, settings)
+            windows = _open_or_create(dest / WINDOWS_DIR, settings) if writable else None
             files = FileLog(dest / FILES_FILE)
         except BaseException:
             if lock is not None:
@@ -405,7 +413,8 @@ class Store:
         """Close the database connections and backends and release the lock."""
         with contextlib.suppress(Exception):
             self.tracks.close()
-            self.windows.close()
+            if self._windows is not None:
+                self._windows.close()
         self.db.close()
         self.files.close()
         if self._lock is not None:
@@ -472,7 +481,6 @@ class Store:
         for attempt in range(3):  # a writer may replace the files between reading the manifest and opening them
             try:
                 tracks = _open_or_create(self.path / TRACKS_DIR, self.settings)
-                windows = _open_or_create(self.path / WINDOWS_DIR, self.settings)
                 break
             except MusicSearchError:
                 if attempt == 2:
@@ -480,8 +488,9 @@ class Store:
                 time.sleep(0.2)
         with contextlib.suppress(Exception):
             self.tracks.close()
-            self.windows.close()
-        self.tracks, self.windows = tracks, windows
+            if self._windows is not None:
+                self._windows.close()
+        self.tracks, self._windows = tracks, None  # the window index reloads on next use
         self._loaded_token = token
         return True
 

@@ -777,6 +777,7 @@ class FilterIndex:
         self.vector_ids = cols[:, 1].astype(np.int64)
         self.year = cols[:, 2]
         self.duration = cols[:, 3]
+        self._tag_cache: dict[str, np.ndarray] = {}
         self._by_vector = np.argsort(self.vector_ids, kind="stable")  # positions in vector-id order
         self._sorted_vectors = self.vector_ids[self._by_vector]
 
@@ -799,8 +800,16 @@ class FilterIndex:
         self._con.close()
 
     def _tagged(self, tag: str) -> np.ndarray:
-        rows = self._con.execute("SELECT track FROM tags WHERE tag_key = ?", (fold(tag),)).fetchall()
-        return np.array([r[0] for r in rows], np.int64)
+        """Sorted track ids with ``tag`` (through the tag index; the last 256 tags asked for are kept)."""
+        key = fold(tag)
+        got = self._tag_cache.pop(key, None)
+        if got is None:
+            cursor = self._con.execute("SELECT track FROM tags WHERE tag_key = ?", (key,))
+            got = np.unique(np.fromiter((r[0] for r in cursor), np.int64))
+        self._tag_cache[key] = got  # most recent last
+        while len(self._tag_cache) > 256:
+            self._tag_cache.pop(next(iter(self._tag_cache)))
+        return got
 
     def resolve(self, flt: MetadataFilter, db: MetadataDB) -> np.ndarray | None:
         """Sorted ``(M,)`` int64 track-vector ids meeting ``flt``, or ``None`` for an empty filter."""
@@ -1210,8 +1219,10 @@ class Searcher:
         ids = np.array(sorted(owner), np.int64)
         vecs, ok = self.store.vector_file.read(ids)
         take(ids[ok].tolist(), (vecs[ok] @ q).tolist())
-        windows = self.store.windows
-        if not ok.all() and not windows.exact:
+        if ok.all():
+            return best
+        windows = self.store.windows  # loaded only for a store without (complete) vectors.f32
+        if not windows.exact:
             m = min(len(windows), max(64, 4 * len(owner)))
             scores, vids = windows.search(q, m)
             take(vids[0].tolist(), scores[0].tolist())
