@@ -30,6 +30,7 @@ import torch
 
 from musicsearch.data.manifest import Track
 from musicsearch.data.sources.ecals import normalize_tag
+from musicsearch.data.sources.labels import multi_hot
 from musicsearch.errors import ConfigError, ManifestError, MusicSearchError
 from musicsearch.eval import metrics
 from musicsearch.eval.metrics import TieRule
@@ -153,14 +154,7 @@ def query_scores(
 
 def label_matrix(track_tags: Sequence[Sequence[str]], vocabulary: Sequence[str]) -> np.ndarray:
     """``(N, C)`` float32 0/1: track n has tag c (tags outside the vocabulary are ignored)."""
-    index = {t: i for i, t in enumerate(vocabulary)}
-    y = np.zeros((len(track_tags), len(index)), dtype=np.float32)
-    for n, tags in enumerate(track_tags):
-        for tag in tags:
-            j = index.get(tag)
-            if j is not None:
-                y[n, j] = 1.0
-    return y
+    return multi_hot(track_tags, vocabulary)
 
 
 def _scored_tagging(
