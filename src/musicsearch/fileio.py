@@ -73,6 +73,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, _default_mode())
     try:
         yield Path(tmp)
+        os.chmod(tmp, _default_mode())  # the writer may have replaced the file (safetensors writes 0600)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
