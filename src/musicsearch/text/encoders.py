@@ -56,6 +56,9 @@ def resolve_transformer_path(name: str) -> str:
 
 def _load_hf(name: str, *, random_init: bool, overrides: dict[str, Any]) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars on every model load (library code never prints)
 
     path = resolve_transformer_path(name)
     offline = Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
