@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import load_embedder
-from musicsearch.index.indexer import default_workers, index_collection, is_store, read_settings
+from musicsearch.index.indexer import (
+    default_workers,
+    index_collection,
+    is_store,
+    merge_stores,
+    read_settings,
+    shard_store_path,
+)
 from musicsearch.search.api import prepare_store
 
 
@@ -25,8 +35,28 @@ def add_parser(subparsers: Any) -> None:
             "are listed with their reason at the end and never stop the run."
         ),
     )
-    p.add_argument("source", type=Path, help="folder of audio files, or a JSONL manifest")
+    p.add_argument("source", type=Path, nargs="?", help="folder of audio files, or a JSONL manifest")
     p.add_argument("--store", type=Path, required=True, help="store directory (created when missing)")
+    shard = p.add_mutually_exclusive_group()
+    shard.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="index only shard K of N (tracks whose SHA-256 of their id is K mod N) into STORE.shard-K-of-N",
+    )
+    shard.add_argument(
+        "--shard-from-env",
+        action="store_true",
+        help="--shard RANK/WORLD_SIZE from the environment (as torchrun sets them)",
+    )
+    shard.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="SHARD_STORE",
+        help="merge these shard stores (all ranks of one run) into the new store --store; no SOURCE",
+    )
     p.add_argument(
         "--model",
         default=None,
@@ -53,17 +83,56 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)``.
+
+    Raises:
+        MusicSearchError: if ``text`` is not ``K/N`` with ``0 <= K < N``.
+    """
+    try:
+        rank, world = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise MusicSearchError(f"--shard {text!r}: write it as K/N, e.g. 0/4 for the first of four shards") from None
+    if not 0 <= rank < world:
+        raise MusicSearchError(f"--shard {text!r}: need 0 <= K < N")
+    return rank, world
+
+
+def shard_from_env(env: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` from the environment (torchrun sets both).
+
+    Raises:
+        MusicSearchError: if either is missing or invalid.
+    """
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        raise MusicSearchError("--shard-from-env needs RANK and WORLD_SIZE in the environment (run under torchrun)")
+    return parse_shard(f"{env['RANK']}/{env['WORLD_SIZE']}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Index, calibrate, print the report; exit 1 only when files failed and none could be indexed."""
-    spec = (
-        args.model
-        if args.model is not None
-        else (read_settings(args.store).model_source if is_store(args.store) else None)
-    )
+    """Index (or merge), calibrate, print the report; exit 1 only when files failed and none could be indexed."""
+    if args.merge is not None:
+        if args.source is not None:
+            raise MusicSearchError("--merge takes no SOURCE: give the shard stores after --merge and the new --store")
+        merged = merge_stores(args.merge, args.store)
+        prepare_store(args.store, map_method=None if args.map == "none" else args.map)
+        if args.json:
+            print(json.dumps(merged.to_json(), indent=2, ensure_ascii=False))
+        else:
+            print(
+                f"{merged.store}: merged {len(merged.shards)} shards: {merged.tracks} tracks, "
+                f"{merged.vectors} vectors, {merged.files} files"
+            )
+        return 0
+    if args.source is None:
+        raise MusicSearchError("give the SOURCE folder or manifest to index (or --merge SHARD_STORE ...)")
+    shard = shard_from_env() if args.shard_from_env else None if args.shard is None else parse_shard(args.shard)
+    store = args.store if shard is None else shard_store_path(args.store, shard)
+    spec = args.model if args.model is not None else (read_settings(store).model_source if is_store(store) else None)
     embedder = load_embedder(spec, batch_size=args.batch_size, device=args.device) if spec is not None else None
     report = index_collection(
         args.source,
-        args.store,
+        store,
         model=embedder,
         backend=args.backend,
         workers=args.workers,
@@ -73,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         commit_tracks=args.commit_every,
         progress=True,
+        shard=shard,
     )
-    prepare_store(args.store, model=embedder, map_method=None if args.map == "none" else args.map)
+    if shard is None:  # a shard's calibration and map would describe part of the collection: made after merging
+        prepare_store(store, model=embedder, map_method=None if args.map == "none" else args.map)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:

@@ -47,6 +47,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -74,14 +75,15 @@ from musicsearch.index.embedder import (
     track_vector,
     unit_rows,
 )
-from musicsearch.index.metadata import MetadataDB, StoreInfo, TrackInfo, TrackRecord
-from musicsearch.index.store import MANIFEST, VectorBackend, create_backend, open_backend
+from musicsearch.index.metadata import MetadataDB, StoreInfo, TrackInfo, TrackRecord, merge_metadata
+from musicsearch.index.store import MANIFEST, VectorBackend, create_backend, merge_shards, open_backend
 
 __all__ = [
     "STORE_FILE",
     "FailedFile",
     "FileLog",
     "IndexReport",
+    "MergeReport",
     "SourceItem",
     "Store",
     "StoreSettings",
@@ -91,6 +93,9 @@ __all__ = [
     "default_workers",
     "index_collection",
     "is_store",
+    "merge_stores",
+    "shard_of",
+    "shard_store_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,6 +128,8 @@ class StoreSettings:
         backend: vector backend name (``faiss``, ``numpy``, ``milvus``).
         backend_options: options of both backends.
         created: Unix time of creation.
+        shard: ``(rank, world_size)`` for the store of one shard of a sharded run (see :func:`merge_stores`),
+            ``None`` for an ordinary store.
     """
 
     model_name: str
@@ -133,6 +140,7 @@ class StoreSettings:
     backend: str = "faiss"
     backend_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     created: float = 0.0
+    shard: tuple[int, int] | None = field(default=None, compare=False, hash=False)
 
     def info(self) -> StoreInfo:
         """The model identity every vector records."""
@@ -151,7 +159,7 @@ class StoreSettings:
             "backend": self.backend,
             "backend_options": self.backend_options,
             "created": self.created,
-        }
+        } | ({} if self.shard is None else {"shard": list(self.shard)})
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> StoreSettings:
@@ -165,6 +173,7 @@ class StoreSettings:
             backend=str(obj["backend"]),
             backend_options=dict(obj.get("backend_options") or {}),
             created=float(obj.get("created", 0.0)),
+            shard=None if obj.get("shard") is None else (int(obj["shard"][0]), int(obj["shard"][1])),
         )
 
 
@@ -246,6 +255,13 @@ class FileLog:
             self._con.execute("ROLLBACK")
             raise
         self._con.execute("COMMIT")
+
+    def rows(self) -> list[FileRow]:
+        """Every row, ordered by path."""
+        cur = self._con.execute(
+            "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files ORDER BY path"
+        )
+        return [FileRow(*row) for row in cur]
 
     def close(self) -> None:
         """Close the connection."""
@@ -364,7 +380,7 @@ class Store:
         lock = _acquire_lock(dest)
         try:
             create_backend(settings.backend, settings.dim, **settings.backend_options).close()  # options valid?
-            db = MetadataDB(dest / METADATA_FILE)
+            db = MetadataDB(dest / METADATA_FILE, shard=settings.shard)  # a shard's ids: rank + world·n
             db.set_info(settings.info())
             db.close()
             write_json(dest / STORE_FILE, settings.to_json())  # last: a store exists once its settings do
@@ -1070,6 +1086,7 @@ def index_collection(
     commit_tracks: int = 256,
     commit_seconds: float = 30.0,
     progress: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> IndexReport:
     """Index (or update) a store from a folder or a manifest.
 
@@ -1087,6 +1104,9 @@ def index_collection(
         commit_tracks: commit after this many finished tracks ...
         commit_seconds: ... or this many seconds (stretched to keep commits under ~10 % of the time).
         progress: show a tqdm progress bar (tracks/s and time left) on stderr.
+        shard: ``(rank, world_size)`` to index only this shard's part of the source (the tracks whose
+            :func:`shard_of` is ``rank``) into ``store``, the shard's own store (see :func:`shard_store_path`),
+            with ids disjoint from the other shards'; merge the shard stores with :func:`merge_stores`.
 
     Returns:
         The :class:`IndexReport`.
@@ -1101,10 +1121,22 @@ def index_collection(
     workers = default_workers() if workers is None else int(workers)
     if workers < 0:
         raise MusicSearchError(f"workers must be >= 0, got {workers}")
+    if shard is not None:
+        shard = (int(shard[0]), int(shard[1]))
+        if not 0 <= shard[0] < shard[1]:
+            raise MusicSearchError(f"shard must be RANK/WORLD_SIZE with 0 <= RANK < WORLD_SIZE, got {shard}")
     items, rejected = collect_source(source)
+    if shard is not None:
+        items = [it for it in items if shard_of(it.track_id, shard[1]) == shard[0]]
+        rejected = [f for f in rejected if shard_of(f.track_id, shard[1]) == shard[0]]
     path = Path(store)
     if is_store(path):
         settings = read_settings(path)
+        if settings.shard != shard:
+            raise MusicSearchError(
+                f"store {path} holds {_shard_text(settings.shard)}, not {_shard_text(shard)}; give the same --shard "
+                "as when it was created, or another store"
+            )
         if backend is not None and backend != settings.backend:
             raise MusicSearchError(
                 f"store {path} uses the {settings.backend!r} backend, not {backend!r}; "
@@ -1131,6 +1163,7 @@ def index_collection(
             backend=backend or "faiss",
             backend_options=dict(backend_options or {}),
             created=time.time(),
+            shard=shard,
         )
         st = Store.create(path, settings)
     report = IndexReport(store=str(path), scanned=len(items) + len(rejected), workers=workers, batch_size=batch_size)
@@ -1273,3 +1306,172 @@ def _index_into(
         report.model_seconds += batcher.model_seconds
     if not interrupted:
         writer.commit()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sharded indexing: several processes or machines each index a shard into its own store, then merge
+
+
+def shard_of(track_id: str, world_size: int) -> int:
+    """The shard (``0 .. world_size-1``) a track belongs to: its SHA-256 modulo ``world_size``.
+
+    Stable across processes, machines and runs (unlike Python's ``hash``), and independent of the order or number
+    of files in the source, so every worker picks its part of the same source without talking to the others.
+    """
+    if world_size < 1:
+        raise MusicSearchError(f"world size must be >= 1, got {world_size}")
+    digest = hashlib.sha256(track_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % world_size
+
+
+def shard_store_path(store: str | os.PathLike[str], shard: tuple[int, int]) -> Path:
+    """The store directory of one shard: ``STORE.shard-RANK-of-WORLD``."""
+    return Path(f"{os.fspath(store)}.shard-{shard[0]}-of-{shard[1]}")
+
+
+def _shard_text(shard: tuple[int, int] | None) -> str:
+    return "a whole collection (no shard)" if shard is None else f"shard {shard[0]} of {shard[1]}"
+
+
+@dataclass
+class MergeReport:
+    """What :func:`merge_stores` did.
+
+    Attributes:
+        store: the merged store.
+        shards: the shard stores merged, in order.
+        tracks: tracks in the merged store.
+        vectors: vectors (tracks + windows) in the merged store.
+        files: rows of the merged file log.
+    """
+
+    store: str
+    shards: list[str]
+    tracks: int = 0
+    vectors: int = 0
+    files: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {"store": self.store, "shards": self.shards, "tracks": self.tracks, "vectors": self.vectors,
+                "files": self.files}  # fmt: skip
+
+
+def merge_stores(shard_stores: Sequence[str | os.PathLike[str]], dest: str | os.PathLike[str]) -> MergeReport:
+    """Merge the stores of a sharded run (:func:`index_collection` with ``shard=``) into one new store.
+
+    The merged store holds every shard's tracks, windows, tags, vectors (both indexes and ``vectors.f32``) and file
+    log rows under their original ids (disjoint by construction), so it searches exactly like a store indexed in one
+    process. It is an ordinary store: later runs of :func:`index_collection` without ``shard`` update it.
+    Each shard's lock is held while it is read (a shard still being indexed is refused).
+
+    Args:
+        shard_stores: the shard stores, one per rank ``0 .. world_size-1`` of the same run.
+        dest: the merged store (a new or empty directory).
+
+    Returns:
+        The :class:`MergeReport`.
+
+    Raises:
+        MusicSearchError: no shards; ``dest`` not new; a path that is not a shard store; shards built with
+            different models, window plans, dimensions or backends; ranks missing, repeated or from different world
+            sizes; a shard being indexed; a Milvus server store (its shards share one collection, nothing to merge);
+            or two shards holding the same track or id.
+    """
+    if not shard_stores:
+        raise MusicSearchError("no shard stores to merge; pass STORE.shard-0-of-N ... STORE.shard-(N-1)-of-N")
+    paths = [Path(p) for p in shard_stores]
+    out = Path(dest)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MusicSearchError(f"{out} exists and is not an empty folder; merge into a new store")
+    settings = [read_settings(p) for p in paths]
+    first = settings[0]
+    for p, st in zip(paths, settings, strict=True):
+        if st.shard is None:
+            raise MusicSearchError(f"{p} is not a shard store (it was not indexed with --shard); nothing to merge")
+        if st.info() != first.info():
+            raise MusicSearchError(
+                f"{p} was indexed with model {st.model_name} (weights {st.weights_checksum[:12]}, preprocessing "
+                f"{st.info().preprocessing_version}) but {paths[0]} with {first.model_name} (weights "
+                f"{first.weights_checksum[:12]}, preprocessing {first.info().preprocessing_version}); their vectors "
+                "are not comparable: re-index every shard with the same model and settings"
+            )
+        if (st.dim, st.backend, st.backend_options) != (first.dim, first.backend, first.backend_options):
+            raise MusicSearchError(
+                f"{p} uses the {st.backend!r} backend {st.backend_options} with {st.dim}-d vectors but {paths[0]} "
+                f"the {first.backend!r} backend {first.backend_options} with {first.dim}-d; index every shard "
+                "with the same --backend"
+            )
+    if first.backend == "milvus":
+        raise MusicSearchError(
+            "merging Milvus shard stores is not supported: index the shards with the faiss (or numpy) backend and "
+            "merge, or write all workers to one Milvus server collection (see docs/indexing.md)"
+        )
+    ranks = sorted(st.shard for st in settings if st.shard is not None)
+    world = ranks[0][1]
+    if ranks != [(r, world) for r in range(world)]:
+        raise MusicSearchError(
+            f"the shards given are {', '.join(f'{r}/{w}' for r, w in ranks)}; pass exactly one store for each rank "
+            f"0 .. {world - 1} of the same run (a missing shard would silently drop its tracks)"
+        )
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _acquire_lock(out)
+    shards: list[Store] = []
+    report = MergeReport(store=str(out), shards=[str(p) for p in paths])
+    try:
+        shards = [Store.open(p, writable=True) for p in paths]  # the lock: no run may write a shard meanwhile
+        merged = StoreSettings(
+            model_name=first.model_name,
+            weights_checksum=first.weights_checksum,
+            model_source=first.model_source,
+            plan=first.plan,
+            dim=first.dim,
+            backend=first.backend,
+            backend_options=dict(first.backend_options),
+            created=time.time(),
+        )
+        merge_metadata([p / METADATA_FILE for p in paths], out / METADATA_FILE).close()
+        for sub in (TRACKS_DIR, WINDOWS_DIR):
+            dirs = [p / sub for p in paths if (p / sub / MANIFEST).is_file()]
+            if dirs:
+                vectors = merge_shards(dirs, out / sub, backend=merged.backend, **merged.backend_options)
+            else:
+                vectors = create_backend(merged.backend, merged.dim, **merged.backend_options)
+                vectors.save(out / sub)
+            report.vectors += len(vectors)
+            vectors.close()
+        vector_file = VectorFile(out / VECTORS_FILE, merged.dim)
+        files = FileLog(out / FILES_FILE)
+        try:
+            for p, shard in zip(paths, shards, strict=True):
+                ids = shard.db.vector_ids()
+                vecs, ok = shard.vector_file.read(ids)
+                if not ok.all():
+                    raise MusicSearchError(
+                        f"{p}: {int((~ok).sum())} vectors are missing from {VECTORS_FILE}; rerun its indexing "
+                        "command (it repairs the shard) and merge again"
+                    )
+                vector_file.write(ids, vecs)
+                rows = shard.files.rows()
+                files.put(rows)
+                report.files += len(rows)
+                report.tracks += len(shard)
+        finally:
+            files.close()
+        write_json(out / STORE_FILE, merged.to_json())  # last: a store exists once its settings do
+    except BaseException:
+        lock.close()
+        for shard in shards:
+            shard.close()
+        if created:  # a failed merge leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+    lock.close()
+    for shard in shards:
+        shard.close()
+    log.info("merged %d shard stores (%d tracks, %d vectors) into %s", len(paths), report.tracks, report.vectors, out)
+    return report
