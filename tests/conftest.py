@@ -26,7 +26,7 @@ TONE_TAGS = [
     ("bass", "noisy", "sine"),
     ("treble", "noisy", "square"),
 ]
-FREQS = [150.0, 150.0, 1200.0, 1200.0, 5000.0, 5000.0, 60.0, 7000.0]
+FREQS = [150.0, 150.0, 1200.0, 1200.0, 3000.0, 3000.0, 60.0, 7000.0]
 
 
 def make_tone(freq: float, kind: str, loud: bool, noisy: bool, seconds: float, sr: int = 16000) -> np.ndarray:

@@ -46,7 +46,7 @@ def _small() -> tuple[AudioEncoderConfig, str]:
 def _debug() -> tuple[AudioEncoderConfig, str]:
     return (
         AudioEncoderConfig(
-            mel=MelConfig(n_mels=32),
+            mel=MelConfig(n_mels=64),
             window_samples=16_000,
             conv_channels=8,
             width=32,
