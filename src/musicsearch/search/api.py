@@ -549,6 +549,9 @@ def calibrate(
     token = store.version_token()
     dim = store.settings.dim
     n, mean, _, sample = scan_vectors(store.tracks, max_sample=max_tracks, seed=seed)
+    # order the sample by content, not by vector id, so that the same collection numbered differently (a store
+    # merged from shards) calibrates the same whenever the whole store fits in the sample
+    sample = sample[np.lexsort(sample.T[::-1])]
     if n == 0:
         return Calibration(token, np.zeros(dim, np.float32), 1.0, 1.645, 1.0, 1.645, 0, 0)
     config = embedder.model.config
