@@ -34,11 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process and return its exit status (tests call this directly)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # our own log lines at INFO (-v: DEBUG); other libraries' only from WARNING up (-vv: everything at DEBUG)
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        level=logging.DEBUG if args.verbose >= 2 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("musicsearch").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
