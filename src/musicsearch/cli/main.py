@@ -15,7 +15,20 @@ from musicsearch import __version__
 from musicsearch.errors import MusicSearchError
 
 # Subcommand modules under musicsearch.cli, in the order `--help` lists them.
-COMMANDS: list[str] = ["demo", "scan", "cache", "train", "synth", "eval", "export", "tag", "index", "query", "serve"]
+COMMANDS: list[str] = [
+    "demo",
+    "scan",
+    "cache",
+    "train",
+    "synth",
+    "eval",
+    "export",
+    "tag",
+    "index",
+    "query",
+    "serve",
+    "gather",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
