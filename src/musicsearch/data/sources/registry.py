@@ -1,9 +1,9 @@
 """The registry of downstream datasets: ``load_dataset("gtzan", "/data/gtzan")``.
 
 Names: ``mtat``, ``mtg-top50``, ``mtg-genre``, ``mtg-instrument``, ``mtg-moodtheme``, ``gtzan``, ``fma-small``,
-``kvt``, ``emotify``, and ``manifest`` (any JSONL manifest with tags, as a multi-label dataset over its
-vocabulary). Each loader takes the dataset root (for ``manifest``, the manifest file) and keyword options
-documented on the adapter function, and returns a
+``kvt``, ``emotify``, ``vgmidi-valence``, ``vgmidi-arousal``, ``vgmidi-quadrant``, and ``manifest`` (any JSONL
+manifest with tags, as a multi-label dataset over its vocabulary). Each loader takes the dataset root (for
+``manifest``, the manifest file) and keyword options documented on the adapter function, and returns a
 :class:`~musicsearch.data.sources.labels.LabelledDataset`.
 """
 
@@ -25,7 +25,7 @@ DatasetLoader = Callable[..., LabelledDataset]
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
-_ADAPTER_MODULES = ("mtat", "jamendo", "gtzan", "fma", "kvt", "emotify")
+_ADAPTER_MODULES = ("mtat", "jamendo", "gtzan", "fma", "kvt", "emotify", "vgmidi")
 
 
 def _import_adapters() -> None:
