@@ -144,6 +144,7 @@ class Trainer:
             self.model = build_model(mcfg)
         self.model.to(self.device)
         self.mcfg = mcfg
+        self.manifest_sha256 = sha256_file(cfg.manifest)  # recorded in every best checkpoint
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.resolved_lr(), weight_decay=0.0)
         cache = None
@@ -283,7 +284,7 @@ class Trainer:
             return
         meta = {
             "train_config": self.cfg.to_dict(),
-            "manifest_sha256": sha256_file(self.cfg.manifest),
+            "manifest_sha256": self.manifest_sha256,
             "epoch": self.epoch,
             "global_step": self.global_step,
             "valid_loss": val,
