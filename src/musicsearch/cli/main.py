@@ -28,6 +28,7 @@ COMMANDS: list[str] = [
     "query",
     "serve",
     "gather",
+    "adapt",
 ]
 
 

@@ -1,0 +1,66 @@
+"""``adapt``: recordings split by track, preset recovery, and a whole debug-scale adaptation through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from musicsearch.assets import librosa_music_dir
+from musicsearch.cli.main import main
+from musicsearch.data.manifest import Track, read_manifest, write_manifest
+from musicsearch.errors import ConfigError
+from musicsearch.models.checkpoint import load_model_file, save_model
+from musicsearch.models.registry import build_model, model_config
+from musicsearch.train.adapt import preset_of, split_recordings, text_encoder_of
+
+
+def test_split_recordings_is_seeded_and_order_free() -> None:
+    ids = [f"r{i}" for i in range(20)]
+    a = split_recordings(ids, valid=0.1, test=0.1, seed=3)
+    b = split_recordings(list(reversed(ids)) + ids[:5], valid=0.1, test=0.1, seed=3)
+    assert a == b
+    assert sorted(a.values()).count("test") == 2 and sorted(a.values()).count("valid") == 2
+    small = split_recordings(["x", "y", "z"], valid=0.1, test=0.1, seed=0)
+    assert sorted(small.values()) == ["test", "train", "valid"]
+    with pytest.raises(ConfigError, match="fractions"):
+        split_recordings(ids, valid=0.6, test=0.5, seed=0)
+
+
+def test_preset_of_recovers_the_audio_tower() -> None:
+    assert preset_of(model_config("debug", objective="contrastive")) == "debug"
+    assert preset_of(model_config("small", objective="triplet", text_encoder="glove")) == "small"
+    for name in ("tiny-bert", "minilm", "glove"):
+        assert text_encoder_of(model_config("debug", text_encoder=name)) == name
+
+
+def test_adapt_cli_end_to_end(tone_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    base = tmp_path / "base.safetensors"
+    cfg = model_config("debug", objective="contrastive", text_encoder="tiny-bert", tags=("low", "high"))
+    save_model(build_model(cfg), base)
+    clips = sorted(librosa_music_dir().glob("*.ogg"))[:4]
+    recordings = tmp_path / "recordings.jsonl"
+    write_manifest(recordings, [Track(p.stem, str(p), start=0.0, end=8.0) for p in clips])
+    out = tmp_path / "adapt"
+    args = ["adapt", str(recordings), "--out", str(out), "--model", str(base), "--corpus", str(tone_corpus),
+            "--hop", "2", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--floor", "0.1"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "adapted model:" in printed
+    mixed = read_manifest(out / "manifest.jsonl")
+    real = [t for t in mixed if t.track_id.startswith("real:")]
+    corpus = [t for t in mixed if t.track_id.startswith("corpus:")]
+    assert len(corpus) == 8 and real
+    assert all(t.end is not None and t.start is not None and t.end - t.start == pytest.approx(1.0) for t in real)
+    test_windows = read_manifest(out / "real_test.jsonl")
+    assert test_windows and {t.metadata["track"] for t in test_windows}.isdisjoint({t.metadata["track"] for t in real})
+    summary = json.loads((out / "adapt.json").read_text())
+    assert summary["preset"] == "debug" and summary["n_corpus"]["train"] == 8
+    thresholds = json.loads((out / "thresholds.json").read_text())["thresholds"]
+    assert all(0.1 <= v <= 0.5 for v in thresholds.values())
+    adapted = load_model_file(out / "run" / "best.safetensors")
+    assert adapted.config.audio == cfg.audio
+    # a second run resumes: the labels are read back, the finished run is not trained again
+    assert main(args) == 0
