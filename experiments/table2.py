@@ -11,11 +11,11 @@ continues from its ``last.pt``.
 Usage::
 
     make reproduce                       # = .venv/bin/python experiments/table2.py
-    .venv/bin/python experiments/table2.py --corpus data/corpus --n 3000 --epochs 8 --seeds 0,1 \
+    .venv/bin/python experiments/table2.py --corpus data/corpus --n 3000 --epochs 4 --seeds 0,1 \
         --variants contrastive-minilm-stochastic,triplet-minilm-stochastic --out runs/table2
 
 On this 2-core CPU the ``small`` preset trains at roughly 10-20 samples/s (benchmarks/train_throughput.py), so the
-default budget (8 epochs of the 2,400-clip training split, batch 64) costs 15-30 minutes a variant. On a GPU pass
+default budget (4 epochs of the 2,410-clip training split, batch 64) costs about 8-15 minutes a variant. On a GPU pass
 ``--preset paper --text-encoder bert`` for the paper's exact towers.
 """
 
@@ -46,6 +46,75 @@ def variant_name(objective: str, text: str, rep: str) -> str:
     return f"{objective}-{'binary' if objective == 'classification' else text}-{rep}"
 
 
+def _f(res: dict[str, Any], *path: str) -> float | None:
+    cur: Any = res
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return None
+        cur = cur[key]
+    return None if cur is None else float(cur)
+
+
+#: (label, path into a corpus result, scale) of each column of our half of the table.
+COLUMNS: list[tuple[str, tuple[str, ...], float]] = [
+    ("top-50 ROC", ("tags", "top50", "roc_auc"), 100.0),
+    ("top-50 PR", ("tags", "top50", "pr_auc"), 100.0),
+    ("all ROC", ("tags", "all", "roc_auc"), 100.0),
+    ("all PR", ("tags", "all", "pr_auc"), 100.0),
+    ("R@1", ("sentence", "R@1"), 100.0),
+    ("R@5", ("sentence", "R@5"), 100.0),
+    ("R@10", ("sentence", "R@10"), 100.0),
+    ("mAP@10", ("sentence", "mAP@10"), 100.0),
+    ("MedR", ("sentence", "median_rank_0based"), 1.0),
+    ("unseen ROC", ("unseen", "roc_auc"), 100.0),
+    ("unseen PR", ("unseen", "pr_auc"), 100.0),
+]
+
+
+def paper_layout(results: list[dict[str, Any]]) -> str:
+    """Table 2's layout: one row per variant, our corpus numbers (mean, and +- half the range over seeds when
+    there are several) beside the paper's ECALS numbers, and the training minutes."""
+    from musicsearch.eval.published import table2_row
+
+    by_variant: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for res in results:
+        cfg = res["training"]["config"]
+        key = (cfg["objective"], cfg["text_encoder"] or "none", cfg["text_rep"])
+        by_variant.setdefault(key, []).append(res)
+    head = ["objective", "text", "rep", "seeds", *(c[0] for c in COLUMNS), "train min",
+            "paper 50 ROC/PR", "paper 1054 ROC/PR", "paper R@1/5/10", "paper mAP@10", "paper MedR"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    family = {"none": "binary", "glove": "glove"}
+    for objective, slot, rep in VARIANTS:
+        found = [(k, v) for k, v in by_variant.items() if k[0] == objective and k[2] == rep
+                 and (k[1] == "none") == (slot == "none") and (k[1] == "glove") == (slot == "words")]  # fmt: skip
+        if not found:
+            continue
+        (_, enc, _), runs = found[0]
+        cells = [objective, enc, rep, str(len(runs))]
+        for _, path, scale in COLUMNS:
+            vals = [v for v in (_f(r["results"]["corpus"], *path) for r in runs) if v is not None]
+            if not vals:
+                cells.append("-")
+                continue
+            mean = scale * sum(vals) / len(vals)
+            spread = scale * (max(vals) - min(vals)) / 2
+            fmt = "{:.0f}" if scale == 1.0 else "{:.1f}"
+            cells.append(fmt.format(mean) + (f" ± {fmt.format(spread)}" if len(vals) > 1 else ""))
+        cells.append(f"{sum(r['training']['seconds'] for r in runs) / len(runs) / 60:.1f}")
+        p = table2_row(objective, family.get(enc, "bert"), rep).as_dict()
+        ps = p["sentence"]
+        cells += [
+            f"{100 * p['tag50']['roc_auc']:.1f} / {100 * p['tag50']['pr_auc']:.1f}",
+            f"{100 * p['tag1054']['roc_auc']:.1f} / {100 * p['tag1054']['pr_auc']:.1f}",
+            f"{100 * ps['R@1']:.1f} / {100 * ps['R@5']:.1f} / {100 * ps['R@10']:.1f}",
+            f"{100 * ps['mAP@10']:.1f}",
+            f"{ps['median_rank_0based']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="data/corpus", help="corpus folder (made with musicsearch synth if missing)")
@@ -55,13 +124,14 @@ def main() -> None:
     ap.add_argument("--text-encoder", default="minilm", help="the transformer slot (paper: bert)")
     ap.add_argument("--word-vectors", default="glove", help="the word-vector slot (paper: GloVe 300-d)")
     ap.add_argument("--text-trainable-layers", type=int, default=1, help="top transformer layers fine-tuned")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4, help="lr of the contrastive/triplet runs")
     ap.add_argument("--lr-classification", type=float, default=1e-3)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--variants", default="all", help="comma-separated run names, or all")
     ap.add_argument("--eval-windows", type=int, default=3)
+    ap.add_argument("--report-only", action="store_true", help="only tabulate the finished runs under --out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -74,6 +144,10 @@ def main() -> None:
     from musicsearch.train.config import TrainConfig
     from musicsearch.train.loop import train
 
+    if args.report_only:
+        done = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(args.out).glob("*/result.json"))]
+        print(paper_layout(done))
+        return
     corpus = Path(args.corpus)
     manifest = corpus / "manifest.jsonl"
     if not manifest.is_file() or len(read_manifest(manifest)) < args.n:
@@ -133,8 +207,10 @@ def main() -> None:
             write_json(result_path, res)
             results.append(res)
     json_path, md_path = write_report(results, out / "report")
-    print(md_path.read_text(encoding="utf-8"))
-    print(f"report: {json_path} and {md_path}")
+    layout = paper_layout(results)
+    (out / "report" / "table2.md").write_text(layout + "\n", encoding="utf-8")
+    print(layout)
+    print(f"report: {json_path}, {md_path} and {out / 'report' / 'table2.md'}")
 
 
 if __name__ == "__main__":
