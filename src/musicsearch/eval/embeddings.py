@@ -186,8 +186,12 @@ def _stat(path: str) -> list[int] | None:
 
 
 def tracks_identity(dataset: str, tracks: Sequence[Track]) -> str:
-    """Hex SHA-256 of a track list: dataset name and, per track, id, path, segment bounds, file size and mtime."""
-    h = hashlib.sha256(dataset.encode())
+    """Hex SHA-256 of a track list: per track, id, path, segment bounds, file size and mtime.
+
+    ``dataset`` names the list in logs only; it is not hashed, so datasets that share their audio (VGMIDI's
+    quadrant, valence and arousal tasks) share their cached embeddings.
+    """
+    h = hashlib.sha256(b"tracks/2")
     for t in tracks:
         h.update(json.dumps([t.track_id, t.audio_path, t.start, t.end, _stat(t.audio_path)]).encode())
         h.update(b"\n")
