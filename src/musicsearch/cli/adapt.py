@@ -69,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
         if bar is None:
             bar = tqdm(total=total, desc="pseudo-labelling", unit="recording", file=sys.stderr)
         bar.update(done - bar.n)
+        if done == total:
+            bar.close()
 
     result = adapt(cfg, progress=progress)
-    if bar is not None:
-        bar.close()
     print(f"labelled {result.hours:.2f} h of audio; windows: {result.n_windows}; corpus clips: {result.n_corpus}")
     for track_id, reason in result.failed:
         print(f"skipped {track_id}: {reason}")
