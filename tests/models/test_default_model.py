@@ -8,6 +8,7 @@ entries are of order 1.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from musicsearch.assets import librosa_music_dir
@@ -18,10 +19,16 @@ from musicsearch.models.loading import DEFAULT_MODEL, resolve_model, shipped_mod
 ATOL = 1e-3
 
 
-def test_default_model_is_shipped_and_reproduces_its_recorded_embeddings() -> None:
-    entry = shipped_models()[DEFAULT_MODEL]
+def test_default_model_is_shipped() -> None:
+    assert DEFAULT_MODEL in shipped_models()
+    assert set(shipped_models()) >= {"default", "procedural"}
+
+
+@pytest.mark.parametrize("name", sorted(shipped_models()))
+def test_shipped_model_reproduces_its_recorded_embeddings(name: str) -> None:
+    entry = shipped_models()[name]
     assert entry["bytes"] < 25 * 2**20  # small enough to live in the repository
-    res = resolve_model(DEFAULT_MODEL)
+    res = resolve_model(name)
     assert res.source == "shipped" and res.sha256 == entry["sha256"]
     model = res.model
     assert not model.training
