@@ -59,7 +59,7 @@ demo: apt venv
 
 # the paper's Table 2 comparison on the procedural corpus (hours on a CPU; resumable)
 reproduce: apt venv
-	$(BIN)/python experiments/table2.py $(REPRODUCE_ARGS)
+	$(BIN)/python experiments/table2.py $(if $(wildcard ../shared/data/vgmidi/labels.csv),--vgmidi ../shared/data/vgmidi,) $(REPRODUCE_ARGS)
 
 bench: venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
