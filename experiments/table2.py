@@ -54,14 +54,25 @@ def variant_name(objective: str, text: str, rep: str) -> str:
 VGMIDI = ("vgmidi-quadrant", "vgmidi-valence", "vgmidi-arousal")
 
 
-def transfer(run: Path, root: str, seed: int) -> dict[str, Any]:
-    """VGMIDI mood (human labels, rendered MIDI): zero-shot and MLP-probing accuracy of a finished run."""
+def transfer(run: Path, root: str | None, seed: int, have: dict[str, Any]) -> dict[str, Any]:
+    """Real-music scores of a finished run, adding to ``have`` what it lacks: the eight shipped real recordings
+    (mean reciprocal rank of each for a query written from its description, see experiments/distill_compare.py)
+    and, with a VGMIDI ``root``, zero-shot and MLP-probing accuracy on its human mood labels (rendered MIDI)."""
+    from distill_compare import librosa_mrr
+
     from musicsearch.eval.suites import SuiteOptions, run_suite
     from musicsearch.models.loading import resolve_model
 
     model = resolve_model(run).model
+    out: dict[str, Any] = dict(have)
+    if "librosa" not in out:
+        if model.config.objective == "classification":
+            out["librosa"] = {"mrr": None, "skipped": "a classifier scores its own tags only, not free-text queries"}
+        else:
+            out["librosa"] = librosa_mrr(model)
+    if root is None or "zeroshot" in out:
+        return out
     opts = SuiteOptions(datasets=tuple((d, root) for d in VGMIDI), seed=seed)
-    out: dict[str, Any] = {}
     for suite in ("probe", "zeroshot"):  # probe first: it embeds whole datasets, zero-shot reuses them
         res = run_suite(model, suite, opts)["results"][suite]
         out[suite] = {d: res[d].get("accuracy") for d in VGMIDI}
@@ -116,7 +127,8 @@ def paper_layout(results: list[dict[str, Any]]) -> str:
         cfg = res["training"]["config"]
         key = (cfg["objective"], cfg["text_encoder"] or "none", cfg["text_rep"])
         by_variant.setdefault(key, []).append(res)
-    head = ["objective", "text", "rep", "seeds", *(c[0] for c in COLUMNS), *(c[0] for c in TRANSFER_COLUMNS),
+    head = ["objective", "text", "rep", "seeds", *(c[0] for c in COLUMNS), "8 real MRR",
+            *(c[0] for c in TRANSFER_COLUMNS),
             "train min",
             "paper 50 ROC/PR", "paper 1054 ROC/PR", "paper R@1/5/10", "paper mAP@10", "paper MedR"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -137,8 +149,10 @@ def paper_layout(results: list[dict[str, Any]]) -> str:
             spread = scale * (max(vals) - min(vals)) / 2
             fmt = "{:.0f}" if scale == 1.0 else "{:.1f}"
             cells.append(fmt.format(mean) + (f" ± {fmt.format(spread)}" if len(vals) > 1 else ""))
+        mrr = [r["transfer"]["librosa"]["mrr"] for r in runs if r.get("transfer", {}).get("librosa", {}).get("mrr")]
+        cells.append(f"{sum(mrr) / len(mrr):.2f}" if mrr else "-")
         for _, suite in TRANSFER_COLUMNS:
-            accs = [[r["transfer"][suite][d] for r in runs if "transfer" in r] for d in VGMIDI]
+            accs = [[r["transfer"][suite][d] for r in runs if suite in r.get("transfer", {})] for d in VGMIDI]
             cells.append(" / ".join(f"{100 * sum(a) / len(a):.1f}" if a else "-" for a in accs))
         cells.append(f"{sum(r['training']['seconds'] for r in runs) / len(runs) / 60:.1f}")
         p = table2_row(objective, family.get(enc, "bert"), rep).as_dict()
@@ -208,8 +222,9 @@ def main() -> None:
         result_path = run / "result.json"
         if result_path.is_file():
             res: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
-            if args.vgmidi and "transfer" not in res:
-                res["transfer"] = transfer(run, args.vgmidi, seed)
+            have = res.get("transfer", {})
+            if "librosa" not in have or (args.vgmidi and "zeroshot" not in have):
+                res["transfer"] = transfer(run, args.vgmidi, seed, have)
                 write_json(result_path, res)
             return res
         if args.no_train:
@@ -248,8 +263,7 @@ def main() -> None:
             "epochs": trained.epochs_done,
             "config": cfg.to_dict(),
         }
-        if args.vgmidi:
-            res["transfer"] = transfer(run, args.vgmidi, seed)
+        res["transfer"] = transfer(run, args.vgmidi, seed, {})
         write_json(result_path, res)
         return res
 
