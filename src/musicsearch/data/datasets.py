@@ -34,6 +34,17 @@ def multi_hot(tags: Sequence[str], index: dict[str, int]) -> np.ndarray:
     return out
 
 
+def file_duration(track: Track) -> float:
+    """Seconds of a track's whole audio file: its ``duration`` metadata (from ``musicsearch scan``), else the
+    file header (no decoding).
+
+    Raises:
+        AudioError: the file cannot be read.
+    """
+    d = track.metadata.get("duration") if track.metadata else None
+    return float(d) if d is not None else audio_info(track.audio_path).duration
+
+
 class TrackWindowDataset(Dataset[dict[str, Any]]):
     """Tracks -> ``{"wave": (window,) float32, "text": str, "tags": (V,) float32, "index": int}``.
 
@@ -83,10 +94,7 @@ class TrackWindowDataset(Dataset[dict[str, Any]]):
 
     def _duration(self, i: int, track: Track) -> float:
         if i not in self._durations:
-            d = track.metadata.get("duration") if track.metadata else None
-            if d is None:
-                d = audio_info(track.audio_path).duration
-            self._durations[i] = float(d)
+            self._durations[i] = file_duration(track)
         return self._durations[i]
 
     def _load_window(self, i: int, track: Track, rng: np.random.Generator) -> np.ndarray:

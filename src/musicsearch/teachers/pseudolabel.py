@@ -35,7 +35,6 @@ from musicsearch.audio.io import load_audio
 from musicsearch.data.manifest import Track
 from musicsearch.errors import AudioError, ConfigError
 from musicsearch.fileio import atomic_write
-from musicsearch.teachers.musicnn import N_FRAMES, log_mel, patches
 from musicsearch.teachers.tagger import MusicnnTagger
 
 __all__ = [
@@ -179,28 +178,15 @@ def _label_key(track: Track, teachers: Sequence[str], window: float, hop: float)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-@torch.inference_mode()
 def _teacher_probs(tagger: MusicnnTagger, wave: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
-    """``(W, 50)`` probabilities of each window (mean over the teacher patches inside it)."""
-    mels, owners = [], []
-    for w, s in enumerate(starts):
-        a = round(s * 16000)
-        seg = wave[a : a + window]
-        if seg.size < N_FRAMES * tagger.front_end.hop_length:
-            reps = int(np.ceil(N_FRAMES * tagger.front_end.hop_length / max(1, seg.size))) + 1
-            seg = np.tile(seg, reps)
-        p = patches(log_mel(torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32)), tagger.front_end), N_FRAMES)
-        mels.append(p)
-        owners.extend([w] * p.shape[0])
-    batch = torch.cat(mels)
-    probs = []
-    for i in range(0, batch.shape[0], tagger.batch_size):
-        probs.append(tagger.model(batch[i : i + tagger.batch_size].contiguous()).probs)
-    per_patch = torch.cat(probs).numpy()
-    owner = np.asarray(owners)
-    out = np.zeros((len(starts), per_patch.shape[1]), dtype=np.float32)
-    np.add.at(out, owner, per_patch)
-    return out / np.bincount(owner, minlength=len(starts))[:, None]
+    """``(W, 50)`` probabilities of each window (mean over the teacher patches inside it), all windows' patches
+    run as one batch."""
+    cut = [tagger.patches(wave[round(s * 16000) : round(s * 16000) + window]) for s in starts]
+    probs, _ = tagger.run_patches(torch.cat(cut))
+    owner = np.repeat(np.arange(len(cut)), [p.shape[0] for p in cut])
+    out = np.zeros((len(cut), probs.shape[1]), dtype=np.float32)
+    np.add.at(out, owner, probs)
+    return out / np.bincount(owner, minlength=len(cut))[:, None]
 
 
 def pseudo_label(
@@ -360,7 +346,7 @@ def pseudo_tracks(
                 split=None if splits is None else splits.get(tid),
                 start=start,
                 end=start + labels.window_seconds,
-                metadata={"source": "pseudo-label", "track": tid, "duration": labels.window_seconds},
+                metadata={"source": "pseudo-label", "track": tid},
             )
         )
     return out

@@ -141,23 +141,35 @@ class MusicnnTagger:
         Raises:
             AudioError: not a finite, non-empty 1-D waveform.
         """
-        x = self._check_wave(wave)
         hop = N_FRAMES if hop_frames is None else int(hop_frames)
         if hop < 1:
             raise AudioError(f"hop_frames must be >= 1, got {hop_frames}")
-        batch = patches(log_mel(x, self.front_end), N_FRAMES, hop)  # (P, 187, 96)
+        batch = self.patches(wave, hop_frames=hop)
+        probs, feats = self.run_patches(batch)
+        starts = np.arange(batch.shape[0], dtype=np.float64) * hop * self.front_end.hop_length
+        return TaggerOutput(
+            tags=list(self.tags), probs=probs, embeddings=feats, starts=starts / self.front_end.sample_rate
+        )
+
+    def patches(self, wave: np.ndarray | torch.Tensor, *, hop_frames: int = N_FRAMES) -> torch.Tensor:
+        """The model's input for a 16 kHz waveform: ``(n_patches, 187, 96)`` log-mel patches, ``hop_frames``
+        apart (a recording shorter than one patch is repeated to one).
+
+        Raises:
+            AudioError: not a finite, non-empty 1-D waveform.
+        """
+        return patches(log_mel(self._check_wave(wave), self.front_end), N_FRAMES, hop_frames)
+
+    @torch.inference_mode()
+    def run_patches(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Tag probabilities ``(P, 50)`` and penultimate features ``(P, dim)`` (float32) of a ``(P, 187, 96)``
+        patch batch, ``batch_size`` patches per forward pass."""
         probs, feats = [], []
         for i in range(0, batch.shape[0], self.batch_size):
             out = self.model(batch[i : i + self.batch_size].contiguous())
             probs.append(out.probs)
             feats.append(out.penultimate)
-        starts = np.arange(batch.shape[0], dtype=np.float64) * hop * self.front_end.hop_length
-        return TaggerOutput(
-            tags=list(self.tags),
-            probs=torch.cat(probs).numpy().astype(np.float32),
-            embeddings=torch.cat(feats).numpy().astype(np.float32),
-            starts=starts / self.front_end.sample_rate,
-        )
+        return (torch.cat(probs).numpy().astype(np.float32), torch.cat(feats).numpy().astype(np.float32))
 
     def tag(self, wave: np.ndarray | torch.Tensor, *, hop_frames: int | None = None) -> tuple[list[str], np.ndarray]:
         """The taggram of a 16 kHz waveform: ``(tags, probs)`` with ``probs`` ``(n_patches, 50)`` float32.

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from musicsearch.data.datasets import file_duration
 from musicsearch.data.manifest import Track, read_manifest, write_manifest
 from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.fileio import write_json
@@ -254,8 +255,9 @@ def adapt(cfg: AdaptConfig, *, progress: Callable[[int, int], None] | None = Non
     keep_valid = min(len(c_valid), max(1, cfg.max_corpus // 8)) if cfg.max_corpus else 0
     c_valid = [c_valid[i] for i in sorted(rng.choice(len(c_valid), keep_valid, replace=False))] if keep_valid else []
     corpus_tracks = [
-        dataclasses.replace(t, track_id=f"corpus:{t.track_id}", split="train" if t in c_train else "valid")
-        for t in (*c_train, *c_valid)
+        dataclasses.replace(t, track_id=f"corpus:{t.track_id}", split=split)
+        for split, part in (("train", c_train), ("valid", c_valid))
+        for t in part
     ]
     mixed = [*(w for w in windows if w.split != "test"), *corpus_tracks]
     manifest = out / "manifest.jsonl"
@@ -297,7 +299,7 @@ def adapt(cfg: AdaptConfig, *, progress: Callable[[int, int], None] | None = Non
         real_test=real_test,
         n_windows=n_windows,
         n_corpus={"train": len(c_train), "valid": len(c_valid)},
-        hours=sum(_duration(t) for t in recordings if t.track_id in labelled) / 3600.0,
+        hours=sum(_seconds(t) for t in recordings if t.track_id in labelled) / 3600.0,
         failed=labels.failed,
         tag_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
@@ -319,12 +321,7 @@ def adapt(cfg: AdaptConfig, *, progress: Callable[[int, int], None] | None = Non
     return result
 
 
-def _duration(track: Track) -> float:
-    d = track.metadata.get("duration") if track.metadata else None
-    if d is None:
-        from musicsearch.audio.io import audio_info
-
-        d = audio_info(track.audio_path).duration
-    start = track.start or 0.0
-    end = track.end if track.end is not None else float(d)
-    return max(0.0, end - start)
+def _seconds(track: Track) -> float:
+    """Seconds of a track's segment (its whole file without ``start``/``end``)."""
+    end = track.end if track.end is not None else file_duration(track)
+    return max(0.0, end - (track.start or 0.0))
