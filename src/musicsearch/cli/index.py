@@ -15,10 +15,9 @@ from musicsearch.index.embedder import load_embedder
 from musicsearch.index.indexer import (
     default_workers,
     index_collection,
-    is_store,
     merge_stores,
-    read_settings,
     shard_store_path,
+    store_model,
 )
 from musicsearch.search.api import prepare_store
 
@@ -60,8 +59,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model: .safetensors checkpoint, training run folder, or name (default for an existing store: "
-        "the store's own model)",
+        help="model: .safetensors checkpoint, training run folder, or name (default: the store's own model for an "
+        "existing store, the shipped 'default' model for a new one)",
     )
     p.add_argument("--backend", default=None, help="vector backend of a new store: faiss (default), numpy, milvus")
     p.add_argument(
@@ -114,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     if args.merge is not None:
         if args.source is not None:
             raise MusicSearchError("--merge takes no SOURCE: give the shard stores after --merge and the new --store")
-        merged = merge_stores(args.merge, args.store)
-        prepare_store(args.store, map_method=None if args.map == "none" else args.map)
+        merged = merge_stores(args.merge, args.store.expanduser())
+        prepare_store(args.store.expanduser(), map_method=None if args.map == "none" else args.map)
         if args.json:
             print(json.dumps(merged.to_json(), indent=2, ensure_ascii=False))
         else:
@@ -127,11 +126,11 @@ def run(args: argparse.Namespace) -> int:
     if args.source is None:
         raise MusicSearchError("give the SOURCE folder or manifest to index (or --merge SHARD_STORE ...)")
     shard = shard_from_env() if args.shard_from_env else None if args.shard is None else parse_shard(args.shard)
-    store = args.store if shard is None else shard_store_path(args.store, shard)
-    spec = args.model if args.model is not None else (read_settings(store).model_source if is_store(store) else None)
-    embedder = load_embedder(spec, batch_size=args.batch_size, device=args.device) if spec is not None else None
+    base = args.store.expanduser()
+    store = base if shard is None else shard_store_path(base, shard)
+    embedder = load_embedder(store_model(store, args.model), batch_size=args.batch_size, device=args.device)
     report = index_collection(
-        args.source,
+        args.source.expanduser(),
         store,
         model=embedder,
         backend=args.backend,

@@ -96,6 +96,7 @@ __all__ = [
     "merge_stores",
     "shard_of",
     "shard_store_path",
+    "store_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -178,8 +179,32 @@ class StoreSettings:
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a store directory (holds ``store.json``)."""
-    return (Path(path) / STORE_FILE).is_file()
+    """Whether ``path`` (``~`` expanded) is a store directory (holds ``store.json``)."""
+    return (Path(path).expanduser() / STORE_FILE).is_file()
+
+
+def store_model(store: str | os.PathLike[str], model: str | os.PathLike[str] | Embedder | None = None) -> Any:
+    """The model to index ``store`` with: ``model`` when given, else the store's own model (an existing store),
+    else :data:`~musicsearch.models.loading.DEFAULT_MODEL` (a new store). The one place that decides it.
+
+    Args:
+        store: the store directory (``~`` expanded).
+        model: the ``--model`` value, an :class:`Embedder`, or ``None``.
+
+    Returns:
+        ``model`` itself, or the store's ``model_source``, or ``"default"``.
+
+    Raises:
+        MusicSearchError: the store exists but its settings are unreadable.
+    """
+    if model is not None:
+        return model
+    path = Path(store).expanduser()
+    if is_store(path):
+        return read_settings(path).model_source
+    from musicsearch.models.loading import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
 
 
 def read_settings(path: str | os.PathLike[str]) -> StoreSettings:
@@ -188,7 +213,7 @@ def read_settings(path: str | os.PathLike[str]) -> StoreSettings:
     Raises:
         MusicSearchError: if ``path`` is not a store or its settings are unreadable.
     """
-    file = Path(path) / STORE_FILE
+    file = Path(path).expanduser() / STORE_FILE
     if not file.is_file():
         raise MusicSearchError(
             f"{path} is not a musicsearch store (no {STORE_FILE}); "
@@ -371,7 +396,7 @@ class Store:
         Raises:
             MusicSearchError: if ``path`` already holds a store or other files.
         """
-        dest = Path(path)
+        dest = Path(path).expanduser()
         if is_store(dest):
             raise MusicSearchError(f"{dest} already holds a store; open it instead")
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -402,7 +427,7 @@ class Store:
         Raises:
             MusicSearchError: not a store, unreadable, or (writable) another run holds the lock.
         """
-        dest = Path(path)
+        dest = Path(path).expanduser()
         settings = read_settings(dest)
         lock = _acquire_lock(dest) if writable else None
         try:
@@ -655,7 +680,7 @@ def collect_source(source: str | os.PathLike[str]) -> tuple[list[SourceItem], li
     Raises:
         ManifestError: ``source`` is neither a folder nor a readable manifest.
     """
-    src = Path(source)
+    src = Path(source).expanduser()
     items: list[SourceItem] = []
     rejected: list[FailedFile] = []
     if src.is_dir():
@@ -1125,6 +1150,7 @@ def index_collection(
         shard = (int(shard[0]), int(shard[1]))
         if not 0 <= shard[0] < shard[1]:
             raise MusicSearchError(f"shard must be RANK/WORLD_SIZE with 0 <= RANK < WORLD_SIZE, got {shard}")
+    source, store = Path(source).expanduser(), Path(store).expanduser()
     items, rejected = collect_source(source)
     if shard is not None:
         items = [it for it in items if shard_of(it.track_id, shard[1]) == shard[0]]
@@ -1147,12 +1173,10 @@ def index_collection(
                 f"store {path} was built with at most {settings.plan.max_windows} windows a track, not {max_windows}; "
                 "omit --max-windows or use a new store"
             )
-        embedder = load_embedder(settings.model_source if model is None else model, batch_size=batch_size)
+        embedder = load_embedder(store_model(path, model), batch_size=batch_size)
         st = Store.open(path, writable=True)
     else:
-        if model is None:
-            raise MusicSearchError(f"{path} is a new store: give the model to index with (--model NAME_OR_PATH)")
-        embedder = load_embedder(model, batch_size=batch_size)
+        embedder = load_embedder(store_model(path, model), batch_size=batch_size)
         plan = embedder.plan(max_windows=DEFAULT_MAX_WINDOWS if max_windows is None else max_windows)
         settings = StoreSettings(
             model_name=embedder.name,
@@ -1380,8 +1404,8 @@ def merge_stores(shard_stores: Sequence[str | os.PathLike[str]], dest: str | os.
     """
     if not shard_stores:
         raise MusicSearchError("no shard stores to merge; pass STORE.shard-0-of-N ... STORE.shard-(N-1)-of-N")
-    paths = [Path(p) for p in shard_stores]
-    out = Path(dest)
+    paths = [Path(p).expanduser() for p in shard_stores]
+    out = Path(dest).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MusicSearchError(f"{out} exists and is not an empty folder; merge into a new store")
     settings = [read_settings(p) for p in paths]
