@@ -51,7 +51,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -831,6 +831,7 @@ class _Outcome:
     decoded: DecodedTrack | None = None
     reason: str = ""
     seconds: float = 0.0
+    raw: np.ndarray | None = None  # (n, D) window embeddings, when a pipeline (cluster.py) embedded them
 
 
 def _run_job(job: _Job) -> _Outcome:
@@ -1112,6 +1113,7 @@ def index_collection(
     commit_seconds: float = 30.0,
     progress: bool = False,
     shard: tuple[int, int] | None = None,
+    pipeline: Callable[[Sequence[_Job]], Iterable[_Outcome]] | None = None,
 ) -> IndexReport:
     """Index (or update) a store from a folder or a manifest.
 
@@ -1132,6 +1134,8 @@ def index_collection(
         shard: ``(rank, world_size)`` to index only this shard's part of the source (the tracks whose
             :func:`shard_of` is ``rank``) into ``store``, the shard's own store (see :func:`shard_store_path`),
             with ids disjoint from the other shards'; merge the shard stores with :func:`merge_stores`.
+        pipeline: decodes *and embeds* the jobs elsewhere instead of the local pool and model (the Ray run of
+            :mod:`musicsearch.index.cluster`); planning, committing and reporting stay here.
 
     Returns:
         The :class:`IndexReport`.
@@ -1196,7 +1200,7 @@ def index_collection(
         st.check_model(embedder)
         report.repaired = st.repair()
         _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,
-                    commit_seconds, progress)  # fmt: skip
+                    commit_seconds, progress, pipeline)  # fmt: skip
     finally:
         st.close()
     report.wall_seconds = time.perf_counter() - t_start
@@ -1215,6 +1219,7 @@ def _index_into(
     commit_tracks: int,
     commit_seconds: float,
     progress: bool,
+    pipeline: Callable[[Sequence[_Job]], Iterable[_Outcome]] | None = None,
 ) -> None:
     plan = st.settings.plan
     jobs: list[_Job] = []
@@ -1303,7 +1308,7 @@ def _index_into(
 
     interrupted = True
     try:
-        for out in _outcomes(jobs, workers):
+        for out in _outcomes(jobs, workers) if pipeline is None else pipeline(jobs):
             report.decode_seconds += out.seconds
             item = items[out.index]
             if out.status == "failed":
@@ -1316,7 +1321,7 @@ def _index_into(
                 writer.note(row_for(out.index, out.sha256, "ok"))
                 bar.update(1)
             else:
-                finish(batcher.add(out))
+                finish(batcher.add(out) if out.raw is None else [_Slot(out.index, out, out.raw, out.raw.shape[0])])
             bar.set_postfix(failed=len(report.failed), refresh=False)
             if writer.due():
                 writer.commit()
