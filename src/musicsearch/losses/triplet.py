@@ -1,39 +1,123 @@
-"""Symmetric cosine triplet loss with the paper's tag-aware hard-negative sampling (paper section 5)."""
+"""Symmetric cosine triplet loss with tag-aware hard-negative sampling (paper section 5).
+
+Negatives are drawn from the (global) batch with weights chosen by name (:data:`NEGATIVE_WEIGHTINGS`):
+
+* ``official`` (the default): the paper's release, ``mtr/triplet/model.py``: ``w[i, j] = ((cos[i, j] + 1) / 2)
+  / missing[i, j]`` where ``missing[i, j]`` is the number of anchor ``i``'s tags that candidate ``j`` lacks.
+* ``exp-share`` (this project's earlier rule, kept for comparison): ``w[i, j] = exp(cos[i, j]) * (1 + share[i, j])``
+  with ``share[i, j]`` the fraction of anchor ``i``'s tags that candidate ``j`` has.
+
+Both give weight 0 to a candidate that has every tag of the anchor (the anchor's own pair among them).
+docs/results.md ("Triplet negative weighting") has the measured comparison behind the default.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musicsearch.errors import ConfigError
 from musicsearch.losses.distributed import gather_no_grad, gather_with_grad, world
 
+__all__ = [
+    "DEFAULT_NEGATIVE_WEIGHTING",
+    "NEGATIVE_WEIGHTINGS",
+    "TripletHead",
+    "negative_weights",
+    "sample_negatives",
+    "triplet_hinge",
+]
 
-def negative_weights(sim: torch.Tensor, anchor_tags: torch.Tensor, cand_tags: torch.Tensor) -> torch.Tensor:
+DEFAULT_NEGATIVE_WEIGHTING = "official"
+"""The negative weighting a triplet model trains with unless told otherwise (the paper's release)."""
+
+
+def _overlap(
+    anchor_tags: torch.Tensor, cand_tags: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Q, 1)`` tag counts of the anchors and ``(Q, N)`` counts of the tags each candidate shares with them."""
+    a = anchor_tags.to(dtype)
+    c = cand_tags.to(dtype)
+    return a.sum(1, keepdim=True), a @ c.t()
+
+
+def official_weights(sim: torch.Tensor, anchor_tags: torch.Tensor, cand_tags: torch.Tensor) -> torch.Tensor:
+    """The release's weights: ``((sim + 1) / 2) / missing``, 0 where the candidate misses no anchor tag.
+
+    ``missing[i, j] = |tags(i)| - |tags(i) & tags(j)|``. Tag vectors are 0/1, so ``missing`` is an exact small
+    integer in float32 and the zero test is exact. ``(sim + 1) / 2`` is clamped at 0 against cosines a rounding
+    error below -1.
+    """
+    n_anchor, shared = _overlap(anchor_tags, cand_tags, sim.dtype)
+    missing = n_anchor - shared  # (Q, N), whole numbers >= 0
+    closeness = ((sim + 1.0) / 2.0).clamp(min=0.0)
+    safe = torch.where(missing > 0, missing, torch.ones_like(missing))
+    return torch.where(missing > 0, closeness / safe, torch.zeros_like(closeness))
+
+
+def exp_share_weights(sim: torch.Tensor, anchor_tags: torch.Tensor, cand_tags: torch.Tensor) -> torch.Tensor:
+    """This project's earlier weights: ``exp(sim) * (1 + share)``, 0 where ``share == 1``.
+
+    ``share[i, j] = |tags(i) & tags(j)| / max(1, |tags(i)|)``; "has all the anchor's tags" is tested on the integer
+    counts, not on the rounded fraction.
+    """
+    n_anchor, shared = _overlap(anchor_tags, cand_tags, sim.dtype)
+    share = shared / n_anchor.clamp(min=1.0)
+    w = torch.exp(sim) * (1.0 + share)
+    return torch.where(shared >= n_anchor, torch.zeros_like(w), w)
+
+
+NEGATIVE_WEIGHTINGS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "official": official_weights,
+    "exp-share": exp_share_weights,
+}
+"""Negative weighting rules by name (see the module docstring)."""
+
+
+def check_weighting(name: str) -> str:
+    """Return ``name`` if it is a known negative weighting.
+
+    Raises:
+        ConfigError: naming the known weightings.
+    """
+    if name not in NEGATIVE_WEIGHTINGS:
+        raise ConfigError(
+            f"unknown triplet negative weighting {name!r}; use one of {', '.join(sorted(NEGATIVE_WEIGHTINGS))}"
+        )
+    return name
+
+
+def negative_weights(
+    sim: torch.Tensor,
+    anchor_tags: torch.Tensor,
+    cand_tags: torch.Tensor,
+    *,
+    weighting: str = DEFAULT_NEGATIVE_WEIGHTING,
+) -> torch.Tensor:
     """Sampling weights of candidate negatives for each anchor.
 
-    ``w[i, j] = exp(sim[i, j]) * (1 + share[i, j])`` where ``share[i, j]`` is the fraction of anchor ``i``'s tags
-    that candidate ``j`` has; ``w[i, j] = 0`` when candidate ``j`` has all of anchor ``i``'s tags (the anchor's own
-    pair among them). Rows left all zero fall back to uniform weights over the other candidates.
+    Rows left all zero (every candidate has all of the anchor's tags, or the anchor has no tag) fall back to
+    uniform weights over all candidates, so that one negative can always be drawn.
 
     Args:
         sim: ``(Q, N)`` cosine similarity of anchor ``i`` to candidate ``j`` (detached).
-        anchor_tags: ``(Q, V)`` multi-hot tags of the anchors.
-        cand_tags: ``(N, V)`` multi-hot tags of the candidates.
+        anchor_tags: ``(Q, V)`` 0/1 multi-hot tags of the anchors.
+        cand_tags: ``(N, V)`` 0/1 multi-hot tags of the candidates.
+        weighting: a name of :data:`NEGATIVE_WEIGHTINGS` (default ``official``, the release's rule).
 
     Returns:
-        ``(Q, N)`` non-negative float weights.
+        ``(Q, N)`` non-negative weights, in the dtype of ``sim``.
+
+    Raises:
+        ConfigError: for an unknown ``weighting``.
     """
-    a = anchor_tags.float()
-    c = cand_tags.float()
-    n_anchor = a.sum(1, keepdim=True).clamp(min=1.0)  # (Q, 1)
-    share = (a @ c.t()) / n_anchor  # (Q, N)
-    w = torch.exp(sim) * (1.0 + share)
-    w = torch.where(share >= 1.0 - 1e-6, torch.zeros_like(w), w)
+    w = NEGATIVE_WEIGHTINGS[check_weighting(weighting)](sim, anchor_tags, cand_tags)
     empty = w.sum(1) <= 0
     if bool(empty.any()):
-        uniform = torch.ones_like(w[empty])
-        w[empty] = uniform
+        w[empty] = torch.ones_like(w[empty])
     return w
 
 
@@ -54,11 +138,16 @@ class TripletHead(nn.Module):
 
     Negatives are sampled for all anchors of the global batch with the given generator and each rank keeps its
     own rows, so with equal generators every rank (and a single process on the same global batch) draws the same.
+
+    Args:
+        margin: the hinge margin (the paper: 0.4).
+        weighting: negative weighting rule, a name of :data:`NEGATIVE_WEIGHTINGS`.
     """
 
-    def __init__(self, margin: float = 0.4) -> None:
+    def __init__(self, margin: float = 0.4, weighting: str = DEFAULT_NEGATIVE_WEIGHTING) -> None:
         super().__init__()
         self.margin = margin
+        self.weighting = check_weighting(weighting)
 
     def forward(
         self,
@@ -78,10 +167,10 @@ class TripletHead(nn.Module):
         with torch.no_grad():
             sim = all_a @ all_t.t()  # (N, N): audio i vs text j
             gen_device = generator.device if generator is not None else torch.device("cpu")
-            w_a2t = negative_weights(sim, all_tags, all_tags).to(gen_device)
-            w_t2a = negative_weights(sim.t().contiguous(), all_tags, all_tags).to(gen_device)
+            w_a2t = negative_weights(sim, all_tags, all_tags, weighting=self.weighting).to(gen_device)
+            w_t2a = negative_weights(sim.t().contiguous(), all_tags, all_tags, weighting=self.weighting)
             neg_text = sample_negatives(w_a2t, generator)[local].to(a.device)
-            neg_audio = sample_negatives(w_t2a, generator)[local].to(a.device)
+            neg_audio = sample_negatives(w_t2a.to(gen_device), generator)[local].to(a.device)
         loss_a2t = triplet_hinge(a, t, all_t[neg_text], self.margin)
         loss_t2a = triplet_hinge(t, a, all_a[neg_audio], self.margin)
         return 0.5 * (loss_a2t + loss_t2a)

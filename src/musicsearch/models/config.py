@@ -15,16 +15,35 @@ OBJECTIVES = ("contrastive", "triplet", "classification")
 TEXT_REPRESENTATIONS = ("tag", "sentence", "stochastic")
 
 
+AudioKind = Literal["transformer", "musicnn"]
+BackboneLayer = Literal["pool", "dense"]
+MUSICNN_BACKBONES = ("MTT_musicnn", "MSD_musicnn")
+
+
 @dataclass(frozen=True)
 class AudioEncoderConfig:
-    """The audio tower: mel front end, residual conv blocks, "cf" tokens, pre-norm transformer.
+    """The audio tower: mel front end, residual conv blocks, "cf" tokens, pre-norm transformer (``kind``
+    ``transformer``, the paper's tower); or pretrained musicnn networks with a projection head (``kind``
+    ``musicnn``, :mod:`musicsearch.models.musicnn_tower`), optionally joined to a transformer tower described by
+    the same fields as ``kind`` ``transformer``.
 
     Attributes:
+        kind: ``transformer`` or ``musicnn``.
+        backbones: (``musicnn``) the pretrained networks whose features are concatenated, in order
+            (``MTT_musicnn``, ``MSD_musicnn``).
+        backbone_layer: (``musicnn``) ``pool``: the batch-normalised max/mean pool of the mid end (1,506 values a
+            network); ``dense``: the network's 200-unit dense layer after it (its penultimate features).
+        backbone_trainable: (``musicnn``) fine-tune the pretrained networks; False freezes them (eval mode,
+            no gradients), so their features can be computed once and cached.
+        join_own: (``musicnn``) also run a transformer tower (the fields below) on the window and concatenate
+            its clip feature to the backbone features before the head.
+        head_dropout: (``musicnn``) dropout on the concatenated features before the head.
+        width_own: (``musicnn`` with ``join_own``) the joined transformer tower's width.
         mel: front-end parameters.
         window_samples: input window in samples at 16 kHz (9.91 s = 158,560 in the paper).
         conv_channels: channels of every residual conv block.
         n_conv_blocks: number of blocks, each followed by a 2x2 max-pool.
-        width: transformer width (the clip feature size).
+        width: transformer width (the clip feature size); for ``musicnn`` the head's output size.
         depth: transformer layers.
         heads: attention heads (``width`` must divide by it).
         mlp_dim: feed-forward hidden size.
@@ -33,6 +52,13 @@ class AudioEncoderConfig:
     """
 
     mel: MelConfig = field(default_factory=MelConfig)
+    kind: AudioKind = "transformer"
+    backbones: tuple[str, ...] = ()
+    backbone_layer: BackboneLayer = "pool"
+    backbone_trainable: bool = False
+    join_own: bool = False
+    head_dropout: float = 0.1
+    width_own: int = 128
     window_samples: int = 158_560
     conv_channels: int = 128
     n_conv_blocks: int = 4
@@ -100,6 +126,8 @@ class ModelConfig:
         init_temperature: contrastive temperature at initialisation.
         max_logit_scale: clamp of exp(s) in the contrastive loss.
         margin: triplet margin.
+        triplet_weighting: how triplet negatives are weighted (``official``: the release's rule; see
+            :data:`musicsearch.losses.triplet.NEGATIVE_WEIGHTINGS`); used in training only.
         tags: tag vocabulary (classification head rows; triplet tag-aware sampling), in order.
     """
 
@@ -113,6 +141,7 @@ class ModelConfig:
     max_logit_scale: float = 100.0
     margin: float = 0.4
     tags: tuple[str, ...] = ()
+    triplet_weighting: str = "official"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -123,6 +152,20 @@ class ModelConfig:
             raise ConfigError("a classification model has no text encoder: set text.kind='none'")
         if self.objective != "classification" and self.text.kind == "none":
             raise ConfigError(f"a {self.objective} model needs a text encoder (transformer or word_vectors)")
+        if self.audio.kind not in ("transformer", "musicnn"):
+            raise ConfigError(f"audio kind must be 'transformer' or 'musicnn', got {self.audio.kind!r}")
+        if self.audio.kind == "musicnn":
+            bad = [b for b in self.audio.backbones if b not in MUSICNN_BACKBONES]
+            if not self.audio.backbones or bad:
+                raise ConfigError(
+                    f"a musicnn audio tower needs backbones from {MUSICNN_BACKBONES}, got {list(self.audio.backbones)}"
+                )
+            if self.audio.backbone_layer not in ("pool", "dense"):
+                raise ConfigError(f"backbone_layer must be 'pool' or 'dense', got {self.audio.backbone_layer!r}")
+            if self.audio.window_samples < 187 * 256:
+                raise ConfigError(
+                    f"a musicnn tower needs windows of at least 47,872 samples (3 s), got {self.audio.window_samples}"
+                )
         if self.audio.width % self.audio.heads:
             raise ConfigError(f"audio width {self.audio.width} must be divisible by heads {self.audio.heads}")
         if self.audio.mel.n_mels % (2**self.audio.n_conv_blocks):
@@ -149,6 +192,7 @@ class ModelConfig:
         try:
             audio_d = dict(d.get("audio", {}))
             mel = MelConfig(**audio_d.pop("mel", {}))
+            audio_d["backbones"] = tuple(audio_d.get("backbones", ()))
             audio = AudioEncoderConfig(mel=mel, **audio_d)
             text_d = dict(d.get("text", {}))
             text_d["overrides"] = tuple(tuple(kv) for kv in text_d.get("overrides", ()))

@@ -17,8 +17,19 @@ from torch import nn
 from musicsearch.errors import ConfigError
 from musicsearch.losses import ClassificationHead, ContrastiveHead, TripletHead
 from musicsearch.models.audio_encoder import AudioEncoder
-from musicsearch.models.config import ModelConfig
+from musicsearch.models.config import AudioEncoderConfig, ModelConfig
 from musicsearch.text.encoders import TransformerTextEncoder, WordVectorTextEncoder
+
+
+def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
+    """The audio tower a config describes: the paper's transformer tower, or a musicnn backbone with a head
+    (:class:`~musicsearch.models.musicnn_tower.MusicnnAudioEncoder`, built untrained: see
+    :func:`musicsearch.models.registry.build_model` for the pretrained weights)."""
+    if cfg.kind == "musicnn":
+        from musicsearch.models.musicnn_tower import MusicnnAudioEncoder
+
+        return MusicnnAudioEncoder(cfg)
+    return AudioEncoder(cfg)
 
 
 def projector(d_in: int, d_out: int) -> nn.Sequential:
@@ -51,7 +62,7 @@ class TextToMusic(nn.Module):
         #: facts stored with the checkpoint this model was loaded from (training run, source, conversion)
         self.checkpoint_meta: dict[str, Any] = {}
         c = config
-        self.audio_encoder = AudioEncoder(c.audio)
+        self.audio_encoder: nn.Module = build_audio_encoder(c.audio)
         self.audio_projector = projector(c.audio.width, c.joint_dim)
         self.text_encoder: nn.Module | None = None
         self.text_projector: nn.Sequential | None = None
@@ -74,7 +85,7 @@ class TextToMusic(nn.Module):
             self.head = ContrastiveHead(c.init_temperature, c.max_logit_scale)
             self.logit_scale = self.head.logit_scale
         elif c.objective == "triplet":
-            self.head = TripletHead(c.margin)
+            self.head = TripletHead(c.margin, c.triplet_weighting)
         else:
             if not c.tags:
                 raise ConfigError("a classification model needs its tag vocabulary (config.tags)")

@@ -30,6 +30,7 @@ from musicsearch.fileio import atomic_write, sha256_file
 from musicsearch.models.checkpoint import load_model_file, load_state_strict, save_model
 from musicsearch.models.dual_encoder import TextToMusic, count_parameters
 from musicsearch.models.registry import build_model, model_config
+from musicsearch.losses.triplet import check_weighting
 from musicsearch.train.config import TrainConfig
 from musicsearch.train.schedule import warmup_cosine
 
@@ -132,9 +133,12 @@ class Trainer:
             mcfg = mcfg.replace(text={"trainable": cfg.text_trainable})
         if cfg.text_trainable_layers is not None and mcfg.text.kind == "transformer":
             mcfg = mcfg.replace(text={"trainable_layers": cfg.text_trainable_layers})
+        if mcfg.objective == "triplet":
+            mcfg = mcfg.replace(triplet_weighting=check_weighting(cfg.triplet_weighting))
         if cfg.init_from:
             init = load_model_file(cfg.init_from)
-            if dataclasses.replace(init.config, name="", tags=()) != dataclasses.replace(mcfg, name="", tags=()):
+            same = {"name": "", "tags": (), "triplet_weighting": mcfg.triplet_weighting}  # training-only choices
+            if dataclasses.replace(init.config, **same) != dataclasses.replace(mcfg, **same):
                 raise ConfigError(f"--init-from {cfg.init_from} holds a different architecture than this run's config")
             if mcfg.objective == "classification" and init.config.tags != mcfg.tags:
                 raise ConfigError("--init-from: the classification vocabulary differs from this manifest's")
