@@ -27,10 +27,10 @@ from musicsearch.data.datasets import TrackWindowDataset, collate
 from musicsearch.data.manifest import Track, read_manifest, tag_vocabulary
 from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.fileio import atomic_write, sha256_file
+from musicsearch.losses.triplet import check_weighting
 from musicsearch.models.checkpoint import load_model_file, load_state_strict, save_model
 from musicsearch.models.dual_encoder import TextToMusic, count_parameters
 from musicsearch.models.registry import build_model, model_config
-from musicsearch.losses.triplet import check_weighting
 from musicsearch.train.config import TrainConfig
 from musicsearch.train.schedule import warmup_cosine
 
