@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from typing import Any
 
 from musicsearch.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -15,13 +19,36 @@ def add_parser(subparsers: Any) -> None:
         help="serve a store's search API and web page",
         description=(
             "Start an HTTP server (FastAPI + uvicorn) with the search API (/api/search, /api/tracks/{id}, "
-            "/api/audio/{id} with range requests, /api/map, /api/health; schema at /docs) and the web page at /."
+            "/api/audio/{id} with range requests, /api/map, /api/health; schema at /docs) and the web page at /. "
+            "It listens on this machine only (127.0.0.1) by default. To reach it from elsewhere, put a reverse "
+            "proxy with TLS in front and set an API key; see docs/security.md."
         ),
     )
     p.add_argument("--store", required=True, help="store directory built by `musicsearch index`")
     p.add_argument("--model", default=None, help="model (default: the store's own)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only). WARNING: any other address, such "
+        "as all interfaces, lets everyone who reaches the port search and download the collection: set "
+        "--api-key and put a TLS reverse proxy in front (docs/security.md)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept requests whose Host header is NAME (a proxy's public name, a LAN address; repeatable; "
+        "'*.example.org' for subdomains). By default only the bind address, localhost, 127.0.0.1 and ::1: "
+        "this blocks DNS rebinding",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require this key on the API (header 'Authorization: Bearer KEY' or 'X-API-Key: KEY'). Prefer the "
+        "environment variable MUSICSEARCH_API_KEY: a command-line argument is visible to other local users",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -29,23 +56,84 @@ def add_parser(subparsers: Any) -> None:
         help="torch and FAISS threads per query (default 1: one query at a time is fastest without spinning "
         "thread pools; 0 leaves the libraries' defaults)",
     )
+    p.add_argument(
+        "--search-threads",
+        type=int,
+        default=2,
+        help="worker threads for searches and file checks, off the event loop (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=32,
+        help="requests that may wait for a worker thread; more get 503 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=128,
+        help="open connections beyond which new requests get 503 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection has to send a request's headers before it is closed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=int,
+        default=5,
+        help="seconds an idle keep-alive connection stays open (default: %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Open the store, then serve until interrupted."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise ConfigError("serving needs uvicorn and fastapi: pip install 'musicsearch[serve]'") from exc
-    from musicsearch.search.service import create_app
+    from musicsearch.search.service import (
+        API_KEY_ENV,
+        ServerLimits,
+        build_server,
+        create_app,
+        default_allowed_hosts,
+        is_loopback,
+    )
 
+    limits = ServerLimits(
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        keep_alive=args.keep_alive,
+    )
+    limits.validate()
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(args.host) and api_key is None:
+        log.warning(
+            "serving on %s without an API key: anyone who can reach port %d can search the collection and "
+            "download its audio; set %s and put a TLS reverse proxy in front (docs/security.md)",
+            "all interfaces" if args.host in ("0.0.0.0", "::", "") else args.host,
+            args.port,
+            API_KEY_ENV,
+        )
+    hosts = default_allowed_hosts(args.host) + list(args.allowed_host)
     if args.threads > 0:
         limit_threads(args.threads)
-    app = create_app(args.store, model=args.model)
+    app = create_app(
+        args.store,
+        model=args.model,
+        allowed_hosts=hosts,
+        api_key=api_key,
+        search_threads=args.search_threads,
+        max_queued=args.max_queued,
+    )
+    server = build_server(app, host=args.host, port=args.port, limits=limits)
     print(f"serving {args.store} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        server.run()
     finally:
         app.state.searcher.close()
     return 0
