@@ -1,4 +1,6 @@
-"""Model presets by name: ``paper`` (exact), ``small`` (CPU-trainable), ``debug`` (tiny, for tests).
+"""Model presets by name: ``paper`` (exact), ``small`` (CPU-trainable), ``debug`` (tiny, for tests), and the
+pretrained musicnn towers ``musicnn-mtt``, ``musicnn-msd``, ``musicnn-both`` (MSD and MTT concatenated) and
+``musicnn-both-small`` (both joined to a ``small`` tower), all 3 s windows, frozen backbones by default.
 
 A preset fixes the audio tower; objective, text encoder and text representation are chosen per call, so any of
 the paper's 3 x 2 x 3 variants is a config, not new code::
@@ -9,6 +11,7 @@ the paper's 3 x 2 x 3 variants is a config, not new code::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 from musicsearch.audio.features import MelConfig
@@ -60,6 +63,20 @@ def _debug() -> tuple[AudioEncoderConfig, str]:
     )
 
 
+def _musicnn_tower(backbones: tuple[str, ...], *, join_own: bool) -> AudioEncoderConfig:
+    small, _ = _small()
+    return dataclasses.replace(
+        small, kind="musicnn", backbones=backbones, join_own=join_own, width=512, width_own=small.width
+    )
+
+
+PRESETS.add("musicnn-mtt", lambda: (_musicnn_tower(("MTT_musicnn",), join_own=False), "minilm"))
+PRESETS.add("musicnn-msd", lambda: (_musicnn_tower(("MSD_musicnn",), join_own=False), "minilm"))
+PRESETS.add("musicnn-both", lambda: (_musicnn_tower(("MSD_musicnn", "MTT_musicnn"), join_own=False), "minilm"))
+PRESETS.add("musicnn-both-small", lambda: (_musicnn_tower(("MSD_musicnn", "MTT_musicnn"), join_own=True), "minilm"))
+PRESETS.add("musicnn-msd-small", lambda: (_musicnn_tower(("MSD_musicnn",), join_own=True), "minilm"))
+
+
 TEXT_ENCODERS.add("bert", lambda tiny: TextEncoderConfig("transformer", "bert-base-uncased", "cls"))
 TEXT_ENCODERS.add("minilm", lambda tiny: TextEncoderConfig("transformer", "minilm", "mean"))
 TEXT_ENCODERS.add("glove", lambda tiny: TextEncoderConfig("word_vectors", "glove-6b-50d"))
@@ -103,7 +120,7 @@ def model_config(
     """A :class:`ModelConfig` from a preset and the three choices of the paper.
 
     Args:
-        preset: ``paper``, ``small`` or ``debug``.
+        preset: ``paper``, ``small``, ``debug`` or a ``musicnn-*`` tower (see the module docstring).
         objective: ``contrastive``, ``triplet`` or ``classification``.
         text_encoder: short name or id (see :func:`text_encoder_config`); the preset's default when None;
             ignored (``none``) for classification.
@@ -132,9 +149,22 @@ def model_config(
     )
 
 
-def build_model(config: ModelConfig, *, pretrained_text: bool = True) -> TextToMusic:
-    """Instantiate a model from its config (text weights from their pretrained source unless told not to)."""
-    return TextToMusic(config, pretrained_text=pretrained_text)
+def build_model(config: ModelConfig, *, pretrained_text: bool = True, pretrained_audio: bool = True) -> TextToMusic:
+    """Instantiate a model from its config.
+
+    Args:
+        config: the model.
+        pretrained_text: load the text tower's pretrained weights from their source.
+        pretrained_audio: for a ``musicnn`` audio tower, load the trained musicnn networks (PyPI ``musicnn``)
+            into its backbones (the head and a joined own tower start untrained).
+
+    Raises:
+        CheckpointError: ``pretrained_audio`` and the ``musicnn`` package is not installed.
+    """
+    model = TextToMusic(config, pretrained_text=pretrained_text)
+    if pretrained_audio and config.audio.kind == "musicnn":
+        model.audio_encoder.load_pretrained_backbones()  # type: ignore[operator]
+    return model
 
 
 from musicsearch.models.dual_encoder import TextToMusic  # noqa: E402  (import cycle guard: config first)

@@ -60,6 +60,7 @@ __all__ = [
     "load_pretrained",
     "load_tf_weights",
     "log_mel",
+    "log_mel_batch",
     "mel_to_hz_slaney",
     "musicnn_package_dir",
     "patches",
@@ -238,6 +239,35 @@ def log_mel(wave: np.ndarray | torch.Tensor, config: FrontEndConfig | None = Non
     return torch.log10(1.0 + 10000.0 * mel)
 
 
+def log_mel_batch(wave: torch.Tensor, config: FrontEndConfig | None = None) -> torch.Tensor:
+    """:func:`log_mel` of a batch of equal-length windows, differentiable and on the input's device.
+
+    Args:
+        wave: ``(B, T)`` float32 waveforms at ``config.sample_rate`` (16 kHz), ``T > n_fft // 2`` with reflection
+            padding.
+        config: the front end (defaults: :class:`FrontEndConfig`).
+
+    Returns:
+        ``(B, frames, n_mels)`` float32 with ``frames = T // hop_length + 1``; row ``b`` equals
+        ``log_mel(wave[b])`` up to float32 rounding of the batched STFT.
+    """
+    cfg = config or FrontEndConfig()
+    if wave.dim() != 2:
+        raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(wave.shape)}")
+    pad = cfg.n_fft // 2
+    mode = cfg.pad_mode if wave.shape[1] > pad else "constant"
+    padded = F.pad(wave.float().unsqueeze(1), (pad, pad), mode=mode).squeeze(1)  # (B, T + 2 pad)
+    window = torch.hann_window(cfg.n_fft, periodic=True, dtype=torch.float32, device=wave.device)
+    spec = torch.stft(
+        padded, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=window, center=False, return_complex=True
+    )  # (B, n_freqs, frames)
+    power = spec.real.square() + spec.imag.square()
+    mel = power.transpose(1, 2) @ _filterbank(cfg).to(wave.device)  # (B, frames, n_mels)
+    if cfg.float16:
+        mel = mel.half().float()
+    return torch.log10(1.0 + 10000.0 * mel)
+
+
 def patches(rep: torch.Tensor, n_frames: int = N_FRAMES, hop: int | None = None) -> torch.Tensor:
     """Cut a ``(frames, n_mels)`` representation into patches as ``extractor.batch_data`` does.
 
@@ -273,12 +303,15 @@ class MusicnnOutput:
             last pooling ``(B, 256)`` (``pool5``).
         mean_pool: ``(B, 753)`` time-mean of the mid-end features (musicnn only).
         max_pool: ``(B, 753)`` time-max of the mid-end features (musicnn only).
+        pooled: ``(B, 1506)`` the batch-normalised max and mean pool, interleaved (the back end's input;
+            musicnn only).
     """
 
     logits: torch.Tensor
     penultimate: torch.Tensor
     mean_pool: torch.Tensor | None = None
     max_pool: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
 
     @property
     def probs(self) -> torch.Tensor:
@@ -365,9 +398,9 @@ class Musicnn(nn.Module):
         feats = torch.cat([front, c1, r2, r3], dim=1)  # (B, 753, T)
         max_pool = feats.amax(dim=2)
         mean_pool = feats.mean(dim=2)
-        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)  # (B, 1506), TF's interleaved order
-        penultimate = self.bn_dense(F.relu(self.dense(self.bn_pool(pooled))))  # (B, 200)
-        return MusicnnOutput(self.out(penultimate), penultimate, mean_pool, max_pool)
+        pooled = self.bn_pool(torch.stack([max_pool, mean_pool], dim=2).flatten(1))  # (B, 1506), TF's order
+        penultimate = self.bn_dense(F.relu(self.dense(pooled)))  # (B, 200)
+        return MusicnnOutput(self.out(penultimate), penultimate, mean_pool, max_pool, pooled)
 
 
 class MusicnnVGG(nn.Module):
