@@ -1,0 +1,65 @@
+"""Soft teacher targets: the student's audio-text similarities over the teachers' tags should match the teachers'
+probabilities (issue 13).
+
+For a window ``b`` with audio embedding ``a_b`` and each teacher tag ``k`` written as natural text with embedding
+``t_k`` (same joint space), the student's probability of the tag is ``sigmoid(s * cos(a_b, t_k) + c)`` with a
+learnable scale ``s = exp(log_scale)`` and bias ``c``; the loss is the binary cross-entropy against the teachers'
+probability ``p_bk``, averaged over windows and tags::
+
+    L = -1 / (B K) * sum_b sum_k [ p_bk log q_bk + (1 - p_bk) log(1 - q_bk) ],  q_bk = sigmoid(s cos(a_b, t_k) + c)
+
+Unlike thresholded pseudo-tags, this distils the teachers' whole distributions, including what they think a
+window is *not*, and the relative strength of every tag.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SoftTargetHead", "soft_target_loss"]
+
+
+def soft_target_loss(
+    audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy between scaled-cosine tag probabilities and soft targets (module docstring).
+
+    Args:
+        audio: ``(B, D)`` audio embeddings (any norm; cosine is taken).
+        tag_text: ``(K, D)`` text embeddings of the K tags.
+        targets: ``(B, K)`` float probabilities in ``[0, 1]``.
+        scale: scalar multiplier ``s`` of the cosine (positive).
+        bias: scalar offset ``c``.
+
+    Returns:
+        The scalar mean loss over the ``B x K`` pairs.
+    """
+    logits = scale * F.normalize(audio, dim=-1) @ F.normalize(tag_text, dim=-1).t() + bias  # (B, K)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+
+
+class SoftTargetHead(nn.Module):
+    """Holds the learnable ``log_scale`` and ``bias`` of :func:`soft_target_loss`.
+
+    Args:
+        init_scale: initial ``s`` (10: cosines of +-0.3 map to logits of +-3).
+        init_bias: initial ``c`` (-2: a tag starts at probability 0.12, near the teachers' mean rate).
+    """
+
+    def __init__(self, init_scale: float = 10.0, init_bias: float = -2.0) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+
+    def forward(self, audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return soft_target_loss(audio, tag_text, targets, self.log_scale.exp(), self.bias)
+
+    def probs(self, audio: torch.Tensor, tag_text: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` the student's tag probabilities."""
+        return torch.sigmoid(
+            self.log_scale.exp() * F.normalize(audio, dim=-1) @ F.normalize(tag_text, dim=-1).t() + self.bias
+        )
