@@ -101,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         build_server,
         create_app,
         default_allowed_hosts,
-        is_loopback,
     )
 
     limits = ServerLimits(
@@ -111,14 +110,9 @@ def run(args: argparse.Namespace) -> int:
     )
     limits.validate()
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
-    if not is_loopback(args.host) and api_key is None:
-        log.warning(
-            "serving on %s without an API key: anyone who can reach port %d can search the collection and "
-            "download its audio; set %s and put a TLS reverse proxy in front (docs/security.md)",
-            "all interfaces" if args.host in ("0.0.0.0", "::", "") else args.host,
-            args.port,
-            API_KEY_ENV,
-        )
+    warning = exposure_warning(args.host, args.port, api_key)
+    if warning:
+        log.warning("%s", warning)
     hosts = default_allowed_hosts(args.host) + list(args.allowed_host)
     if args.threads > 0:
         limit_threads(args.threads)
@@ -137,6 +131,19 @@ def run(args: argparse.Namespace) -> int:
     finally:
         app.state.searcher.close()
     return 0
+
+
+def exposure_warning(host: str, port: int, api_key: str | None) -> str | None:
+    """The warning to log when ``serve`` listens beyond this machine without an API key, else ``None``."""
+    from musicsearch.search.service import API_KEY_ENV, is_loopback
+
+    if is_loopback(host) or api_key is not None:
+        return None
+    where = "all interfaces" if host.strip("[] ") in ("0.0.0.0", "::", "") else host
+    return (
+        f"serving on {where} without an API key: anyone who can reach port {port} can search the collection and "
+        f"download its audio; set {API_KEY_ENV} and put a TLS reverse proxy in front (docs/security.md)"
+    )
 
 
 def limit_threads(n: int) -> None:

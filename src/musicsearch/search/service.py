@@ -497,7 +497,9 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(
-            exc.status_code, str(exc.detail), **({"path": request.url.path} if exc.status_code == 404 else {})
+            exc.status_code,
+            str(exc.detail),
+            **({"path": _short(request.url.path, 200)} if exc.status_code == 404 else {}),
         )
 
     @app.exception_handler(Exception)
@@ -778,10 +780,11 @@ def build_server(app: ASGIApp, *, host: str, port: int, limits: ServerLimits | N
 
     limits = limits or ServerLimits()
     limits.validate()
-    for name in _NOISY_LOGGERS:
+    for name in _NOISY_LOGGERS:  # one filter per logger, with this server's limits (an earlier one replaced)
         logger = logging.getLogger(name)
-        if not any(isinstance(f, LogRateLimit) for f in logger.filters):
-            logger.addFilter(LogRateLimit(limits.log_burst, limits.log_window))
+        for old in [f for f in logger.filters if isinstance(f, LogRateLimit)]:
+            logger.removeFilter(old)
+        logger.addFilter(LogRateLimit(limits.log_burst, limits.log_window))
     config = uvicorn.Config(
         app,
         host=host,
