@@ -18,7 +18,9 @@ from musicsearch.audio.io import load_audio
 from musicsearch.data.manifest import Track, read_manifest
 from musicsearch.errors import MusicSearchError
 from musicsearch.eval.embeddings import (
+    WindowPolicy,
     audio_identity,
+    cache_key,
     cached_embeddings,
     default_cache_dir,
     embed_tracks,
@@ -152,3 +154,42 @@ def test_segments_and_input_checks(model: torch.nn.Module, tracks: list[Track], 
 def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "musicsearch" / "embeddings"
+
+
+RAMP_SCALE = 2.0**-20  # sample i holds i * 2^-20: exact in float32 up to 2^24 samples, so a window names its start
+
+
+def ramp(n_samples: int) -> np.ndarray:
+    """``(T,)`` float32 whose value at sample i is ``i * 2^-20`` (a window's first value says where it starts)."""
+    return (np.arange(n_samples, dtype=np.float64) * RAMP_SCALE).astype(np.float32)
+
+
+def starts_of(windows: np.ndarray) -> list[int]:
+    return [round(float(w[0]) / RAMP_SCALE) for w in windows]
+
+
+def test_window_placements_on_a_30_s_track() -> None:
+    wave = ramp(30 * 16000)
+    release = WindowPolicy(n_windows=3, window_samples=158_560, placement="release").windows(wave)
+    even = WindowPolicy(n_windows=3, window_samples=158_560, placement="even").windows(wave)
+    hop = (480_000 - 158_560) // 3  # the release: (T - L) // n = 107,146 samples
+    assert starts_of(release) == [0, hop, 2 * hop] == [0, 107_146, 214_292]  # 0 / 6.70 / 13.39 s
+    assert starts_of(even) == [0, 160_720, 321_440]  # 0 / 10.05 / 20.09 s: the last window ends at the end
+    for windows in (release, even):  # whole windows of the track, not resampled or shifted
+        assert windows.shape == (3, 158_560)
+        np.testing.assert_array_equal(windows[1], wave[starts_of(windows)[1] :][:158_560])
+    # 8 transfer windows, and a clip shorter than a window: one zero-padded window at 0 for both
+    assert starts_of(WindowPolicy(8, 158_560, placement="release").windows(wave)) == [i * 40_180 for i in range(8)]
+    for placement in ("release", "even"):
+        short = WindowPolicy(3, 158_560, placement=placement).windows(ramp(1000))
+        assert short.shape == (1, 158_560) and starts_of(short) == [0] and not short[0, 1000:].any()
+
+
+def test_window_placement_is_part_of_the_cache_key_and_checked() -> None:
+    even = WindowPolicy(n_windows=3, window_samples=16000)
+    release = dataclasses.replace(even, placement="release")
+    assert cache_key("m", "t", even) != cache_key("m", "t", release)
+    # the default placement keeps the description (and so the cache entries) it had before placements were named
+    assert even.to_json()["placement"] == "evenly spaced, first at 0 s, last ending at the end; short clips zero-padded"
+    with pytest.raises(MusicSearchError, match="unknown window placement 'middle'; use one of even, release"):
+        WindowPolicy(n_windows=3, window_samples=16000, placement="middle")

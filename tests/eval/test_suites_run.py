@@ -199,3 +199,56 @@ def test_map_inputs_from_the_cache(model: torch.nn.Module, corpus: Path, tmp_pat
     assert inputs.tags.shape == (10, model.config.joint_dim) and len(inputs.tag_names) == 10
     assert inputs.captions.shape == (3, model.config.joint_dim) and len(inputs.caption_texts) == 3
     np.testing.assert_allclose(np.linalg.norm(inputs.audio, axis=1), 1.0, rtol=1e-5)
+
+
+class WindowRecorder:
+    """A real model that also records the first sample of every audio window it embeds."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.firsts: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        self.firsts.extend(float(v) for v in wave[:, 0])
+        return self.model.encode_audio(wave)
+
+    def parameters(self) -> Any:
+        return self.model.parameters()
+
+
+def test_ecals_suite_places_windows_as_the_release(model: torch.nn.Module, tmp_path: Path) -> None:
+    """On 30 s tracks the ECALS suite's 3 windows start at the release's (T - L) // 3 multiples; ``even`` is the
+    named alternative (first at 0, last ending at the end)."""
+    root = write_fake_ecals(tmp_path / "ecals")
+    scale = 2.0**-20  # sample i holds i * 2^-20 (exact in float32): a window's first value is its start
+    ramp = (np.arange(30 * 16000, dtype=np.float64) * scale).astype(np.float32)
+    for f in (root / "npy").glob("*.npy"):
+        np.save(f, ramp)
+    length = int(model.config.audio.window_samples)
+    hop = (30 * 16000 - length) // 3
+    expected = {
+        None: {0, hop, 2 * hop},  # the suite's default: the release's placement
+        "release": {0, hop, 2 * hop},
+        "even": {0, (30 * 16000 - length) // 2, 30 * 16000 - length},
+    }
+    for placement, starts in expected.items():
+        rec = WindowRecorder(model)
+        opts = SuiteOptions(ecals_root=str(root), use_cache=False, window_placement=placement, num_workers=0)
+        out = run_suite(rec, "ecals", opts)
+        assert {round(v / scale) for v in rec.firsts} == starts, placement
+        assert len(rec.firsts) == 3 * 12  # 3 windows for each of the 12 test tracks
+        policy = out["results"]["ecals"]["window_policy"]
+        assert policy["n_windows"] == 3 and policy["placement"].startswith(
+            "as the paper's release" if placement != "even" else "evenly spaced"
+        )
+
+
+def test_corpus_suite_keeps_even_windows_by_default(model: torch.nn.Module, corpus: Path, tmp_path: Path) -> None:
+    rec = WindowRecorder(model)
+    out = run_suite(rec, "corpus", SuiteOptions(manifest=str(corpus), use_cache=False, num_workers=0))
+    assert out["results"]["corpus"]["window_policy"]["placement"].startswith("evenly spaced")
+    with pytest.raises(MusicSearchError, match="unknown window placement"):
+        run_suite(model, "corpus", SuiteOptions(manifest=str(corpus), use_cache=False, window_placement="middle"))

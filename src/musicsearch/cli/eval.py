@@ -47,6 +47,9 @@ def add_parser(sub: Any) -> None:
         type=int,
         help="windows per track (default 3 for retrieval, 8 for zero-shot and probing, as the paper)",
     )
+    p.add_argument("--window-placement", choices=("release", "even"),
+                   help="where windows go: 'release' (the paper's code; default of the ecals suite) or 'even' "
+                   "(first at the start, last ending at the end; default of the other suites)")  # fmt: skip
     p.add_argument("--n-captions", type=int, default=1000, help="sentence-retrieval pairs (default 1000)")
     p.add_argument("--caption", default="random", choices=("random", "first", "tags"),
                    help="which caption of a track is its query (corpus suite)")  # fmt: skip
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         ecals_npy_dir=args.npy_dir,
         tag_vocabularies=dict(_read_tag_list(s) for s in args.tags) or None,
         n_windows=args.windows,
+        window_placement=args.window_placement,
         n_captions=args.n_captions,
         caption_policy=args.caption,
         seed=args.seed,

@@ -42,9 +42,11 @@ from musicsearch.data.manifest import Track
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import atomic_write, write_json
 from musicsearch.models.inference import SILENCE_THRESHOLD_DB, embed_windows, normalize, track_windows
+from musicsearch.models.pretrained import release_windows
 
 __all__ = [
     "CACHE_FORMAT",
+    "WINDOW_PLACEMENTS",
     "TrackEmbeddings",
     "WindowPolicy",
     "audio_identity",
@@ -62,23 +64,48 @@ CACHE_FORMAT = "musicsearch-track-embeddings/1"
 """Format tag stored in every cache entry (bumped when the layout or the aggregation changes)."""
 
 
+WINDOW_PLACEMENTS: dict[str, str] = {
+    "even": "evenly spaced, first at 0 s, last ending at the end; short clips zero-padded",
+    "release": "as the paper's release: hop = (T - L) // n, starts i * hop for i < n (the last window ends "
+    "short of the end); short clips one zero-padded window",
+}
+"""Where a track's windows are placed, by name, with the description recorded in reports and cache keys.
+``even``: :func:`musicsearch.audio.chunking.evenly_spaced_starts` (on a 30 s track, 3 windows start at
+0 / 10.0 / 20.1 s); ``release``: :func:`musicsearch.models.pretrained.release_window_starts` (0 / 6.7 / 13.4 s)."""
+
+
 @dataclass(frozen=True)
 class WindowPolicy:
     """How a track becomes windows.
 
     Attributes:
-        n_windows: evenly spaced windows per track (the paper: 3 for retrieval, 8 for transfer).
+        n_windows: windows per track (the paper: 3 for retrieval, 8 for transfer).
         window_samples: samples per window (the model's ``config.audio.window_samples``).
         sample_rate: rate of the decoded audio in Hz.
+        placement: a name of :data:`WINDOW_PLACEMENTS` (``even`` or ``release``).
     """
 
     n_windows: int
     window_samples: int
     sample_rate: int = SAMPLE_RATE
+    placement: str = "even"
 
     def __post_init__(self) -> None:
         if self.n_windows < 1 or self.window_samples < 1 or self.sample_rate < 1:
             raise MusicSearchError(f"invalid window policy {self}: every field must be >= 1")
+        if self.placement not in WINDOW_PLACEMENTS:
+            raise MusicSearchError(
+                f"unknown window placement {self.placement!r}; use one of {', '.join(sorted(WINDOW_PLACEMENTS))}"
+            )
+
+    def windows(self, wave: np.ndarray) -> np.ndarray:
+        """``(T,)`` waveform -> ``(k, window_samples)`` float32 windows at this policy's placement."""
+        if self.placement == "release":
+            return release_windows(np.asarray(wave, dtype=np.float32), self.n_windows, self.window_samples)
+        windows, _ = track_windows(
+            wave, window_samples=self.window_samples, n_windows=self.n_windows, sample_rate=self.sample_rate
+        )
+        return windows
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready description (part of the cache key and of every report)."""
@@ -87,7 +114,7 @@ class WindowPolicy:
             "window_samples": self.window_samples,
             "window_seconds": self.window_samples / self.sample_rate,
             "sample_rate": self.sample_rate,
-            "placement": "evenly spaced, first at 0 s, last ending at the end; short clips zero-padded",
+            "placement": WINDOW_PLACEMENTS[self.placement],
             "aggregation": "mean of window embeddings before L2 normalisation",
         }
 
@@ -271,10 +298,7 @@ def _decode(track: Track, policy: WindowPolicy) -> _Decoded:
         wave = load_track_audio(track, sample_rate=policy.sample_rate)
     except (MusicSearchError, OSError) as exc:
         return None, False, str(exc) or type(exc).__name__
-    windows, _ = track_windows(
-        wave, window_samples=policy.window_samples, n_windows=policy.n_windows, sample_rate=policy.sample_rate
-    )
-    return windows, is_silent(wave, SILENCE_THRESHOLD_DB), None
+    return policy.windows(wave), is_silent(wave, SILENCE_THRESHOLD_DB), None
 
 
 def _decoded_in_order(tracks: Sequence[Track], policy: WindowPolicy, num_workers: int) -> Iterator[_Decoded]:
@@ -366,11 +390,14 @@ def cached_embeddings(
     dataset: str,
     n_windows: int,
     cache_dir: str | os.PathLike[str] | None = None,
+    placement: str = "even",
 ) -> TrackEmbeddings | None:
     """The cached embeddings of exactly this (model, track list, window policy), or ``None``; computes nothing."""
     if not tracks:
         return None
-    policy = WindowPolicy(n_windows=n_windows, window_samples=int(model.config.audio.window_samples))
+    policy = WindowPolicy(
+        n_windows=n_windows, window_samples=int(model.config.audio.window_samples), placement=placement
+    )
     key = cache_key(audio_identity(model), tracks_identity(dataset, tracks), policy)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return _read_cache(folder, key, tracks, policy)
@@ -388,20 +415,23 @@ def embed_tracks(
     device: str | torch.device | None = None,
     num_workers: int = 2,
     progress: Callable[[int], None] | None = None,
+    placement: str = "even",
 ) -> TrackEmbeddings:
-    """Track embeddings of ``tracks`` (mean of ``n_windows`` evenly spaced window embeddings), cached.
+    """Track embeddings of ``tracks`` (mean of ``n_windows`` window embeddings), cached.
 
     Args:
         model: a :class:`~musicsearch.models.dual_encoder.TextToMusic`.
         tracks: the tracks, in the order wanted.
         dataset: a name for the track list (part of the cache key and of the log).
-        n_windows: evenly spaced windows per track.
+        n_windows: windows per track.
         cache_dir: cache folder; default :func:`default_cache_dir`.
         use_cache: read and write the cache (False computes and stores nothing).
         batch_size: windows per forward pass.
         device: where the model runs (default its device).
         num_workers: decoding threads that run ahead of the model (0: decode in the calling thread).
         progress: called with the number of tracks finished since the last call (e.g. ``tqdm.update``).
+        placement: where the windows go, a name of :data:`WINDOW_PLACEMENTS` (``even``: evenly spaced, first
+            at the start and last at the end; ``release``: as the paper's release).
 
     Returns:
         :class:`TrackEmbeddings` in the order of ``tracks``; unreadable tracks have ``ok`` False.
@@ -414,7 +444,9 @@ def embed_tracks(
     ids = [t.track_id for t in tracks]
     if len(set(ids)) != len(ids):
         raise MusicSearchError(f"{dataset}: duplicate track ids in the track list")
-    policy = WindowPolicy(n_windows=n_windows, window_samples=int(model.config.audio.window_samples))
+    policy = WindowPolicy(
+        n_windows=n_windows, window_samples=int(model.config.audio.window_samples), placement=placement
+    )
     model_id = audio_identity(model)
     tracks_id = tracks_identity(dataset, tracks)
     key = cache_key(model_id, tracks_id, policy)

@@ -88,7 +88,7 @@ CONVENTIONS: dict[str, str] = {
     "ties": "tie rule of the ranks in sentence retrieval (irrelevant for cosine scores)",
     "skipped_labels": "tags/labels without a positive (or negative) in the evaluated tracks are left out of macro "
     "means and counted",
-    "track_embedding": "mean of evenly spaced window embeddings, before L2 normalisation",
+    "track_embedding": "mean of the window embeddings (placed as window_policy says), before L2 normalisation",
 }
 
 
@@ -106,6 +106,10 @@ class SuiteOptions:
         tag_vocabularies: ``corpus``: ``{name: tags}`` replacing the default ``{"top50": 50 most frequent,
             "all": every tag}`` (e.g. the ECALS lists).
         n_windows: windows per track; default 3 for the retrieval suites and 8 for transfer.
+        window_placement: where the windows go (:data:`~musicsearch.eval.embeddings.WINDOW_PLACEMENTS`):
+            ``release`` (the paper's release: on a 30 s track 3 windows start at 0 / 6.7 / 13.4 s) or ``even``
+            (ours: first at the start, last ending at the end, 0 / 10.0 / 20.1 s); default ``release`` for
+            ``ecals`` (to match the paper's numbers) and ``even`` for every other suite.
         n_captions: sentence-retrieval pairs (the paper: 1,000).
         caption_policy: which caption of a track is its query (``random``, ``first``, ``tags``).
         seed: seed of the caption draw and of probing.
@@ -135,6 +139,7 @@ class SuiteOptions:
     ecals_npy_dir: str | None = None
     tag_vocabularies: Mapping[str, Sequence[str]] | None = None
     n_windows: int | None = None
+    window_placement: str | None = None
     n_captions: int = 1000
     caption_policy: CaptionPolicy = "random"
     seed: int = 0
@@ -173,7 +178,9 @@ def suite_names() -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 # embeddings
 # ----------------------------------------------------------------------------------------------------------------
-def _embed(model: Any, tracks: Sequence[Track], name: str, opts: SuiteOptions, n_windows: int) -> TrackEmbeddings:
+def _embed(
+    model: Any, tracks: Sequence[Track], name: str, opts: SuiteOptions, n_windows: int, placement: str = "even"
+) -> TrackEmbeddings:
     update = opts.progress(f"embedding {name}", len(tracks)) if opts.progress is not None else None
     return embed_tracks(
         model,
@@ -186,11 +193,17 @@ def _embed(model: Any, tracks: Sequence[Track], name: str, opts: SuiteOptions, n
         device=opts.device,
         num_workers=opts.num_workers,
         progress=update,
+        placement=placement,
     )
 
 
 def _windows(opts: SuiteOptions, default: int) -> int:
     return int(opts.n_windows) if opts.n_windows is not None else default
+
+
+def _placement(opts: SuiteOptions, default: str) -> str:
+    """The window placement: ``opts.window_placement`` if given, else the suite's ``default``."""
+    return opts.window_placement if opts.window_placement is not None else default
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -207,13 +220,14 @@ class _RetrievalInputs:
     unseen: Mapping[str, Sequence[str] | str] | None
     unseen_source: str
     info: dict[str, Any]
+    placement: str  # window placement (WINDOW_PLACEMENTS)
 
 
 def _retrieval(model: Any, inp: _RetrievalInputs, opts: SuiteOptions) -> dict[str, Any]:
     if not inp.tracks:
         raise MusicSearchError(f"{inp.name}: no tracks to evaluate")
     n_windows = _windows(opts, RETRIEVAL_WINDOWS)
-    emb = _embed(model, inp.tracks, inp.name, opts, n_windows)
+    emb = _embed(model, inp.tracks, inp.name, opts, n_windows, inp.placement)
     t0 = time.perf_counter()
     idx = emb.ok_indices
     x = emb.embeddings[idx]
@@ -238,7 +252,7 @@ def _retrieval(model: Any, inp: _RetrievalInputs, opts: SuiteOptions) -> dict[st
     if is_classification(model):
         valid = inp.valid_tracks if opts.thresholds == "valid" else []
         t1 = time.perf_counter()
-        v_emb = _embed(model, valid, f"{inp.name}:valid", opts, n_windows) if valid else None
+        v_emb = _embed(model, valid, f"{inp.name}:valid", opts, n_windows, inp.placement) if valid else None
         valid_wall = time.perf_counter() - t1
         if v_emb is not None and v_emb.ok.any():
             embed_seconds += 0.0 if v_emb.from_cache else v_emb.seconds
@@ -306,6 +320,7 @@ def corpus_suite(model: Any, opts: SuiteOptions) -> dict[str, Any]:
         unseen=unseen,
         unseen_source=source,
         info={"kind": "corpus", "manifest": str(path.resolve()), "split": opts.split},
+        placement=_placement(opts, "even"),
     )
     return {"corpus": _retrieval(model, inp, opts)}
 
@@ -332,6 +347,7 @@ def ecals_suite(model: Any, opts: SuiteOptions) -> dict[str, Any]:
         unseen=opts.unseen_queries if isinstance(opts.unseen_queries, Mapping) else None,
         unseen_source="given" if isinstance(opts.unseen_queries, Mapping) else "",
         info={"kind": "ecals", "root": str(Path(opts.ecals_root).resolve())},
+        placement=_placement(opts, "release"),
     )
     return {"ecals": _retrieval(model, inp, opts)}
 
@@ -355,15 +371,18 @@ def _dataset_embeddings(
     """(N, D) embeddings and (N,) ok mask over the whole dataset; only ``rows`` are embedded unless the whole
     dataset is cached already (rows outside ``rows`` are then marked not ok)."""
     n_windows = _windows(opts, TRANSFER_WINDOWS)
+    placement = _placement(opts, "even")
     name = _dataset_key(ds)
     everything = list(ds.tracks)
     if rows is None or rows.size == len(ds):
-        emb = _embed(model, everything, name, opts, n_windows)
+        emb = _embed(model, everything, name, opts, n_windows, placement)
         return emb.embeddings, emb.ok.copy(), emb
-    full = cached_embeddings(model, everything, dataset=name, n_windows=n_windows, cache_dir=opts.cache_dir)
+    full = cached_embeddings(
+        model, everything, dataset=name, n_windows=n_windows, cache_dir=opts.cache_dir, placement=placement
+    )
     if full is not None and opts.use_cache:
         return full.embeddings, full.ok.copy(), full
-    part = _embed(model, [everything[i] for i in rows], f"{name}:rows", opts, n_windows)
+    part = _embed(model, [everything[i] for i in rows], f"{name}:rows", opts, n_windows, placement)
     x = np.zeros((len(ds), part.embeddings.shape[1]), dtype=np.float32)
     ok = np.zeros(len(ds), dtype=bool)
     x[rows] = part.embeddings
@@ -561,14 +580,16 @@ def map_inputs(model: Any, opts: SuiteOptions, *, max_tracks: int = 500, max_cap
         tracks = every if opts.split == "all" else [t for t in every if t.split == opts.split]
         name, vocab = f"manifest:{Path(opts.manifest).name}:{opts.split}", tag_vocabulary(every)[:50]
         policy: CaptionPolicy = opts.caption_policy
+        placement = _placement(opts, "even")
     elif opts.ecals_root:
         corpus = read_ecals(opts.ecals_root, npy_dir=opts.ecals_npy_dir, splits=("test",))
         tracks, name, vocab, policy = list(corpus.tracks), "ecals:test", published.ecals_tags(50), "first"
+        placement = _placement(opts, "release")
     else:
         raise ConfigError("the joint map needs a manifest or an ECALS root")
     if not tracks:
         raise MusicSearchError(f"{name}: no tracks for the joint map")
-    emb = _embed(model, tracks, name, opts, _windows(opts, RETRIEVAL_WINDOWS))
+    emb = _embed(model, tracks, name, opts, _windows(opts, RETRIEVAL_WINDOWS), placement)
     idx = emb.ok_indices
     rng = np.random.default_rng(opts.seed)
     if idx.size > max_tracks:
