@@ -423,3 +423,126 @@ def test_vector_file_rows(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got[:3], rows[[1, 0, 2]])
     vf.write(np.array([100]), rows[:1])  # grows; an open reader sees it
     assert vf.read(np.array([100]))[1].all()
+
+
+# ------------------------------------------------------------------------------------ hostile input, ~ paths
+
+
+@pytest.fixture(scope="module")
+def open_searcher(store: Path) -> Any:
+    with Searcher.open(store) as searcher:
+        yield searcher
+
+
+# (keyword arguments of search(), a fragment of the MusicSearchError message): every one a clear error, never a
+# TypeError, OverflowError or UnicodeEncodeError from deeper down
+HOSTILE_API_INPUTS: list[tuple[dict[str, Any], str]] = [
+    ({"query": "x", "like": 2**63}, "no track with this id"),
+    ({"query": "x", "like": -(2**63) - 1}, "no track with this id"),
+    ({"like": -1}, "no track with this id"),
+    ({"query": "x", "like": 1.5}, "like must be a track id"),
+    ({"query": "x", "like": True}, "like must be a track id"),
+    ({"query": "x", "like": "\udcff"}, "not an indexed track id or an audio file"),
+    ({"query": "x", "like": "a\x00b"}, "NUL byte"),
+    ({"query": "x", "like": "y" * 100_000}, "characters"),
+    ({"query": "x", "filters": {"year_min": "abc"}}, "'year_min' must be a whole number"),
+    ({"query": "x", "filters": {"year_min": 1990.5}}, "'year_min' must be a whole number"),
+    ({"query": "x", "filters": {"year_max": True}}, "'year_max' must be a whole number"),
+    ({"query": "x", "filters": {"year_min": 2**70}}, "a year between"),
+    ({"query": "x", "filters": ["year>=99999999999999999999"]}, "a year between"),
+    ({"query": "x", "filters": {"artist": 5}}, "'artist' must be text"),
+    ({"query": "x", "filters": {"album": ["a"]}}, "'album' must be text"),
+    ({"query": "x", "filters": {"folder": ""}}, "non-empty text"),
+    ({"query": "x", "filters": {"duration_max": "300"}}, "'duration_max' must be a number of seconds"),
+    ({"query": "x", "filters": {"duration_min": float("nan")}}, "finite"),
+    ({"query": "x", "filters": {"tags": 5}}, "'tags' must be a list of tags"),
+    ({"query": "x", "filters": {"tags": {"jazz": 1}}}, "'tags' must be a list of tags"),
+    ({"query": "x", "filters": {"without_tags": ["jazz", 5]}}, "'without_tags' must be a list of tags"),
+    ({"query": "x", "filters": {"tags": ["jazz", ""]}}, "non-empty tags"),
+    ({"query": "x", "filters": {"tags": ["\udcff"]}}, "UTF-8"),
+    ({"query": "x", "filters": {"bpm": 120}}, "unknown filter field"),
+    ({"query": "x", "filters": {5: "x"}}, "unknown filter field"),
+    ({"query": "x", "filters": 42}, "filters must be a list of conditions"),
+    ({"query": "x", "filters": 4.2}, "filters must be a list of conditions"),
+    ({"query": "x", "filters": b"year>=1990"}, "filters must be a list of conditions"),
+    ({"query": "x", "filters": [b"year>=1990"]}, "filters must be strings"),
+    ({"query": "x", "filters": ["year>=\udcff"]}, "UTF-8"),
+    ({"query": "x", "filters": MetadataFilter(year_min="abc")}, "'year_min' must be a whole number"),  # type: ignore[arg-type]
+    ({"query": ""}, "empty"),
+    ({"query": " \t\n "}, "empty"),
+    ({"query": "x" * 10_000_000}, "limit"),
+    ({"query": "\udcff"}, "UTF-8"),
+    ({"query": "caf\udce9 music"}, "UTF-8"),
+    ({"query": "jazz\x1c"}, "control characters"),
+    ({"query": "jazz\x00"}, "control characters"),
+    ({"query": 5}, "must be a string"),
+    ({"query": b"jazz"}, "must be a string"),
+    ({"query": "x", "k": 0}, "k must be"),
+    ({"query": "x", "k": -1}, "k must be"),
+    ({"query": "x", "k": -(2**63)}, "k must be"),
+    ({"query": "x", "k": 2**63}, "k must be"),
+    ({"query": "x", "k": 1001}, "k must be"),
+    ({"query": "x", "k": 2.0}, "k must be"),
+    ({"query": "x", "k": True}, "k must be"),
+    ({"query": "x", "k": None}, "k must be"),
+    ({"query": "x", "like": 0, "text_weight": float("nan")}, "text_weight"),
+    ({"query": "x", "text_weight": "0.5"}, "text_weight"),
+    ({"query": "x", "text_weight": True}, "text_weight"),
+    ({"query": "x", "negative_weight": float("inf")}, "negative_weight"),
+    ({"query": "x", "negative_weight": -1}, "negative_weight"),
+    ({"query": "x", "model": 5}, "model must be"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), HOSTILE_API_INPUTS, ids=[str(i) for i in range(len(HOSTILE_API_INPUTS))])
+def test_hostile_input_is_a_clear_error(open_searcher: Searcher, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(MusicSearchError, match=match) as info:
+        search(open_searcher, **kwargs)
+    assert len(str(info.value)) < 400  # one readable line, however big the input
+
+
+def test_hostile_ids_and_store_paths_are_clear_errors(open_searcher: Searcher, tmp_path: Path) -> None:
+    for track in (2**63, -1, "\udcff", "z" * 100_000):
+        with pytest.raises(MusicSearchError, match="no track"):
+            open_searcher.track(track)
+    for store_arg, match in [
+        (5, "must be a directory path"),
+        (b"store", "must be a directory path"),
+        ("", "not a directory path"),
+        ("a\x00b", "not a directory path"),
+        (tmp_path / "\udcff", "not a musicsearch store"),
+    ]:
+        with pytest.raises(MusicSearchError, match=match):
+            search(store_arg, "x")  # type: ignore[arg-type]
+
+
+def test_one_string_where_a_list_of_tags_is_expected_is_one_tag(open_searcher: Searcher) -> None:
+    assert parse_filters({"tags": "jazz"}) == MetadataFilter(tags=("jazz",))  # not j, a, z, z
+    assert parse_filters({"without_tags": "vocals", "tags": None}) == MetadataFilter(without_tags=("vocals",))
+    assert parse_filters({"year_min": np.int64(1990), "duration_max": 3}) == MetadataFilter(
+        year_min=1990, duration_max=3.0
+    )
+    as_string = search(open_searcher, "tone", k=12, filters={"tags": "even"})
+    as_list = search(open_searcher, "tone", k=12, filters={"tags": ["even"]})
+    assert [r.id for r in as_string] == [r.id for r in as_list]
+    assert len(as_string) == 6 and all("even" in r.tags for r in as_string)  # the 6 even tracks of 12
+    assert search(open_searcher, "tone", k=12, filters={"without_tags": "even"}) == search(
+        open_searcher, "tone", k=12, filters=["tag!=even"]
+    )
+
+
+def test_store_and_example_paths_expand_home(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's ``search("~/music.store", ...)``: ``~`` is the user's home in every path the API takes."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(store, home / "music.store")
+    t = np.arange(2 * SR) / SR
+    sf.write(home / "song.wav", (0.3 * np.sin(2 * np.pi * 250 * t)).astype(np.float32), SR)
+    monkeypatch.setenv("HOME", str(home))
+    expected = search(store, "tone", k=3)
+    got = search("~/music.store", "tone", k=3)
+    assert [r.id for r in got] == [r.id for r in expected] and len(got) == 3
+    with Searcher.open(Path("~/music.store")) as searcher:
+        assert searcher.store.path == home / "music.store"
+        by_file = searcher.search(like="~/song.wav", k=2)
+        assert by_file.like == "file:~/song.wav" and len(by_file.results) == 2

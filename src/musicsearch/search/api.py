@@ -41,6 +41,7 @@ query, and comparable across queries.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -50,8 +51,8 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,15 +146,22 @@ class ParsedQuery:
     negatives: tuple[str, ...] = ()
 
 
-def _check_text(text: str, what: str) -> str:
+#: Control characters (Unicode category Cc) other than tab, newline and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: Lone surrogates: what undecodable bytes become in ``sys.argv`` and file names (``surrogateescape``).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(text: Any, what: str) -> str:
+    """``text`` checked and normalised (NFC, spaces collapsed); every check runs at C speed, so a huge string is
+    refused as fast as a short one."""
     if not isinstance(text, str):
         raise MusicSearchError(f"{what} must be a string, got {type(text).__name__}")
-    if "\ufffd" in text:
+    if "\ufffd" in text or _SURROGATE.search(text):
         raise MusicSearchError(f"{what} is not valid UTF-8 text (it holds undecodable bytes); send UTF-8")
-    text = unicodedata.normalize("NFC", text)
-    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
+    if _CONTROL.search(text):
         raise MusicSearchError(f"{what} holds control characters; send plain text")
-    text = " ".join(text.split())
+    text = " ".join(unicodedata.normalize("NFC", text).split())
     if len(text) > MAX_QUERY_CHARS:
         raise MusicSearchError(
             f"{what} is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}: describe the music in a sentence"
@@ -304,6 +312,11 @@ def parse_filters(filters: MetadataFilter | Mapping[str, Any] | Sequence[str] | 
     ``duration`` (seconds or ``m:ss``; ``>= <= > <``), ``folder`` (``=``: that folder or below), ``tag``
     (``=``: must have; ``!=`` or ``-tag=``: must not have; repeat for several). Conditions combine with AND.
 
+    A mapping (or a :class:`MetadataFilter`) gives the fields directly: ``artist``, ``album``, ``folder`` (text),
+    ``year_min``, ``year_max`` (whole numbers), ``duration_min``, ``duration_max`` (seconds, finite), ``tags``,
+    ``without_tags`` (a list of tags, or one string, which is **one tag**: ``{"tags": "jazz"}`` means the tag
+    ``jazz``, never the letters j, a, z, z). Each value is checked for its type.
+
     Args:
         filters: ``None``; a filter; a mapping of :class:`MetadataFilter` fields; or strings such as
             ``["artist=Nina Simone", "year>=1960", "tag=jazz"]`` (one string may hold one condition).
@@ -312,18 +325,20 @@ def parse_filters(filters: MetadataFilter | Mapping[str, Any] | Sequence[str] | 
         The filter.
 
     Raises:
-        MusicSearchError: an unknown key, operator or value, naming it and showing the syntax.
+        MusicSearchError: an unknown key, operator or value, a value of the wrong type, or ``filters`` of a type
+            other than those above, naming it and showing the syntax.
     """
     if filters is None:
         return MetadataFilter()
     if isinstance(filters, MetadataFilter):
-        return filters
+        return _checked_filter(dataclasses.asdict(filters))
     if isinstance(filters, Mapping):
-        try:
-            flt = MetadataFilter(**dict(filters))
-        except TypeError as exc:
-            raise MusicSearchError(f"bad filter fields {dict(filters)!r}: {exc}") from None
-        return replace(flt, tags=tuple(flt.tags), without_tags=tuple(flt.without_tags))
+        return _checked_filter(filters)
+    if isinstance(filters, bytes | bytearray | memoryview) or not isinstance(filters, str | Iterable):
+        raise MusicSearchError(
+            f"filters must be a list of conditions like ['year>=1990', 'tag=jazz'], a mapping of filter fields "
+            f"like {{'year_min': 1990}}, or None; got {type(filters).__name__} {_short(filters)}"
+        )
     items = [filters] if isinstance(filters, str) else list(filters)
     fields: dict[str, Any] = {}
     tags: list[str] = []
@@ -381,7 +396,68 @@ def parse_filters(filters: MetadataFilter | Mapping[str, Any] | Sequence[str] | 
     for key in ("year_min", "year_max"):
         if key in fields:
             fields[key] = int(fields[key])
-    return MetadataFilter(**fields, tags=tuple(tags), without_tags=tuple(without))
+    return _checked_filter({**fields, "tags": tuple(tags), "without_tags": tuple(without)})
+
+
+#: Largest year a filter accepts (either sign); years beyond would only overflow the database's integers.
+MAX_FILTER_YEAR = 1_000_000
+_FILTER_FIELDS = tuple(f.name for f in dataclasses.fields(MetadataFilter))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _checked_filter(fields: Mapping[Any, Any]) -> MetadataFilter:
+    """A :class:`MetadataFilter` from its fields, each value checked for its type and range (see
+    :func:`parse_filters`)."""
+    unknown = [key for key in fields if key not in _FILTER_FIELDS]
+    if unknown:
+        raise MusicSearchError(
+            f"unknown filter field {_short(unknown[0])}; the fields are {', '.join(_FILTER_FIELDS)} "
+            "(or write conditions like 'year>=1990')"
+        )
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        got = f"got {type(value).__name__} {_short(value)}"
+        if key in ("artist", "album", "folder"):
+            if not isinstance(value, str):
+                raise MusicSearchError(f"filter field {key!r} must be text (a name or folder), {got}")
+            out[key] = _check_text(value, f"filter field {key!r}")
+            if not out[key]:
+                raise MusicSearchError(f"filter field {key!r} must be non-empty text (or None for no condition), {got}")
+        elif key in ("year_min", "year_max"):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise MusicSearchError(f"filter field {key!r} must be a whole number (a year such as 1990), {got}")
+            if abs(int(value)) > MAX_FILTER_YEAR:
+                raise MusicSearchError(
+                    f"filter field {key!r} must be a year between -{MAX_FILTER_YEAR} and {MAX_FILTER_YEAR}, {got}"
+                )
+            out[key] = int(value)
+        elif key in ("duration_min", "duration_max"):
+            if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+                raise MusicSearchError(f"filter field {key!r} must be a number of seconds, {got}")
+            if not math.isfinite(float(value)):
+                raise MusicSearchError(f"filter field {key!r} must be a finite number of seconds, {got}")
+            out[key] = float(value)
+        else:  # tags, without_tags: one string is one tag
+            items = [value] if isinstance(value, str) else value
+            if isinstance(items, bytes | bytearray | Mapping) or not isinstance(items, Iterable):
+                raise MusicSearchError(f"filter field {key!r} must be a list of tags (or one tag as a string), {got}")
+            tags = []
+            for tag in items:
+                if not isinstance(tag, str):
+                    raise MusicSearchError(f"filter field {key!r} must be a list of tags (strings), {got}")
+                tag = _check_text(tag, f"a tag in filter field {key!r}")
+                if not tag:
+                    raise MusicSearchError(f"filter field {key!r} must be a list of non-empty tags, {got}")
+                tags.append(tag)
+            out[key] = tuple(tags)
+    return MetadataFilter(**out)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -732,6 +808,17 @@ class SearchResponse:
         }
 
 
+#: Largest integer track id (SQLite's 64-bit integers).
+_MAX_ID = 2**63 - 1
+#: Longest string track id or example path accepted, in characters.
+_MAX_ID_CHARS = 4096
+
+
+def _is_real(x: Any) -> bool:
+    """A real number (not a bool); NaN passes here and fails every range check after."""
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= int(k) <= MAX_K:
         raise MusicSearchError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
@@ -840,6 +927,16 @@ class FilterIndex:
         return self._sorted_vectors[mask[self._by_vector]]  # sorted, no sort needed
 
 
+def _store_path(path: Any) -> Path:
+    """A store path as given by a user: a string or path-like, ``~`` expanded."""
+    if isinstance(path, bytes) or not isinstance(path, str | os.PathLike):
+        raise MusicSearchError(f"the store must be a directory path (a string), got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text or "\x00" in text:
+        raise MusicSearchError(f"the store path {_short(text)} is not a directory path; give the store's folder")
+    return Path(text).expanduser()
+
+
 class Searcher:
     """A store and its model, open for many queries (the server holds one). Thread-safe (queries serialised).
 
@@ -864,10 +961,14 @@ class Searcher:
     def open(cls, path: str | os.PathLike[str], *, model: str | os.PathLike[str] | Embedder | None = None) -> Searcher:
         """Open a store for searching with its own model (``model=None``) or ``model`` after checking it matches.
 
+        Args:
+            path: the store directory (``~`` expanded).
+            model: the model to check against the store's, or ``None`` for the store's own.
+
         Raises:
             MusicSearchError: not a store, or a model other than the store's.
         """
-        store = Store.open(path)
+        store = Store.open(_store_path(path))
         try:
             return cls(store, store.load_embedder(model))
         except BaseException:
@@ -984,28 +1085,45 @@ class Searcher:
             MusicSearchError: unknown track.
         """
         with self._lock:
-            rec = self.store.db.get_track(int(track)) if isinstance(track, int) else self.store.db.find_track(track)
+            rec = self._lookup(track)
         if rec is None:
-            raise MusicSearchError(f"no track {track!r} in this store")
+            raise MusicSearchError(f"no track {_short(track)} in this store")
         return rec
+
+    def _lookup(self, track: Any) -> TrackRecord | None:
+        """The track of an integer id or string track id; ``None`` for anything that cannot name one (ids
+        outside SQLite's 64-bit range, strings that are not UTF-8, other types)."""
+        if isinstance(track, int | np.integer) and not isinstance(track, bool):
+            return self.store.db.get_track(int(track)) if 0 <= int(track) <= _MAX_ID else None
+        if isinstance(track, str) and len(track) <= _MAX_ID_CHARS and not _SURROGATE.search(track):
+            return self.store.db.find_track(track)
+        return None
 
     def _example(self, like: int | str, allow_files: bool) -> tuple[np.ndarray, int | None, str]:
         """Unit example vector, the track id to leave out of results (or None), and its description."""
         rec: TrackRecord | None = None
         if isinstance(like, int | np.integer) and not isinstance(like, bool):
-            rec = self.store.db.get_track(int(like))
+            rec = self._lookup(like)
             if rec is None:
-                raise MusicSearchError(f"like={like}: no track with this id in the store")
+                raise MusicSearchError(f"like={_short(like)}: no track with this id in the store")
         elif isinstance(like, str):
-            rec = self.store.db.find_track(like)
-            if rec is None and allow_files and Path(like).expanduser().is_file():
-                vec, _, _ = self.embedder.embed_file(Path(like).expanduser(), self.store.settings.plan)
+            if "\x00" in like or len(like) > _MAX_ID_CHARS:
+                raise MusicSearchError(
+                    f"like={_short(like)} is not a track id or a file path (a NUL byte, or over "
+                    f"{_MAX_ID_CHARS} characters)"
+                )
+            rec = self._lookup(like)
+            file = Path(like).expanduser()
+            if rec is None and allow_files and file.is_file():
+                vec, _, _ = self.embedder.embed_file(file, self.store.settings.plan)
                 return vec, None, f"file:{like}"
             if rec is None:
                 where = "an indexed track id or an audio file" if allow_files else "an indexed track id"
-                raise MusicSearchError(f"like={like!r} is not {where}")
+                raise MusicSearchError(f"like={_short(like)} is not {where}")
         else:
-            raise MusicSearchError(f"like must be a track id or a file path, got {type(like).__name__}")
+            raise MusicSearchError(
+                f"like must be a track id (integer or string) or a file path, got {type(like).__name__}"
+            )
         if rec.vector_id is not None:
             row, ok = self.store.vector_file.read(np.array([rec.vector_id]))
             if ok[0]:
@@ -1078,10 +1196,10 @@ class Searcher:
         """
         t0 = time.perf_counter()
         k = _check_k(k)
-        if not (isinstance(text_weight, int | float) and 0.0 <= float(text_weight) <= 1.0):
-            raise MusicSearchError(f"text_weight must be between 0 and 1, got {text_weight!r}")
-        if not (isinstance(negative_weight, int | float) and 0.0 <= float(negative_weight) <= 10.0):
-            raise MusicSearchError(f"negative_weight must be between 0 and 10, got {negative_weight!r}")
+        if not (_is_real(text_weight) and 0.0 <= float(text_weight) <= 1.0):
+            raise MusicSearchError(f"text_weight must be a number from 0 to 1, got {_short(text_weight)}")
+        if not (_is_real(negative_weight) and 0.0 <= float(negative_weight) <= 10.0):
+            raise MusicSearchError(f"negative_weight must be a number from 0 to 10, got {_short(negative_weight)}")
         parsed = parse_query(query) if query is not None else None
         if parsed is None and like is None:
             raise MusicSearchError("give a text query, an example track (like), or both")
@@ -1342,11 +1460,13 @@ def search(
     """Search a store by text, by example, or both.
 
     Args:
-        store: a store directory, or an open :class:`Searcher` (reuse one for many queries).
+        store: a store directory (``~`` expanded), or an open :class:`Searcher` (reuse one for many queries).
         query: text: tags or a sentence, negative terms allowed (``"calm piano, no vocals"``).
         like: example: an indexed track (integer id or string track id) or an audio file.
         k: results wanted (1 to :data:`MAX_K`).
-        filters: metadata filter, e.g. ``["artist=Nina Simone", "year>=1960", "tag=jazz"]``.
+        filters: metadata filter, e.g. ``["artist=Nina Simone", "year>=1960", "tag=jazz"]`` or
+            ``{"year_min": 1960, "tags": ["jazz"]}`` (see :func:`parse_filters`; a string where a list of tags is
+            expected is one tag: ``{"tags": "jazz"}``).
         model: the store's model by default; another one is refused unless it is the same model.
         text_weight: weight of the text when ``query`` and ``like`` are both given.
         negative_weight: penalty weight of negative terms.
@@ -1358,6 +1478,8 @@ def search(
         MusicSearchError: bad input (empty or huge query, bad ``k`` or filter, unknown example), a path that is
             not a store, or a model other than the store's.
     """
+    if model is not None and not isinstance(model, str | os.PathLike | Embedder):
+        raise MusicSearchError(f"model must be a model name, a path or an Embedder, got {type(model).__name__}")
     if isinstance(store, Searcher):
         if model is not None:
             store.store.check_model(store.store.load_embedder(model))
