@@ -68,10 +68,13 @@ def test_zeroshot_accuracy_is_the_argmax_of_label_cosines(
     x = np.random.default_rng(0).normal(size=(len(ds), model.config.joint_dim)).astype(np.float32)
     res = evaluate_zeroshot(model, x, ds)
     test = ds.split_indices("test")
-    labels = normalize(embed_texts(model, list(ds.label_names)))
+    # the oracle embeds the labels' natural texts, spelled out here: GTZAN's "hiphop" is read as "hip hop"
+    texts = ["blues", "classical", "country", "disco", "hip hop", "jazz", "metal", "pop", "reggae", "rock"]
+    labels = normalize(embed_texts(model, texts))
     pred = np.argmax(normalize(x[test]) @ labels.T, axis=1)
     assert res["split"] == "test" and res["n_tracks"] == test.size == 20
     assert res["accuracy"] == pytest.approx(metrics.accuracy(ds.labels[test], pred))
+    assert res["label_texts"]["hiphop"] == "hip hop" and list(res["label_texts"].values()) == texts
     assert res["coverage"] == 1.0 and res["unscored_labels"] == []
     prompted = evaluate_zeroshot(model, x, ds, prompt="a {} song")
     assert prompted["prompt"] == "a {} song" and 0.0 <= prompted["accuracy"] <= 1.0
@@ -115,6 +118,16 @@ def test_multilabel_and_f1_datasets(model: torch.nn.Module) -> None:
             assert 0.0 <= res["f1_valid_threshold"] <= 1.0
         else:
             assert "f1" not in res
+    # label names are embedded as their natural texts: underscores and camelCase read as words
+    odd = ("joyful_activation", "noVocals", "husky/throaty", "hiphop")
+    ds = LabelledDataset("odd", "multilabel", odd, tracks, y, "roc_auc", label_text={"hiphop": "hip hop"})
+    res = evaluate_zeroshot(model, x, ds)
+    texts = ["joyful activation", "no vocals", "husky or throaty", "hip hop"]
+    assert list(res["label_texts"].values()) == texts
+    s = normalize(x[12:]) @ normalize(embed_texts(model, texts)).T
+    assert res["roc_auc"] == pytest.approx(metrics.macro_roc_auc(y[12:], s), abs=1e-6)
+    raw = normalize(x[12:]) @ normalize(embed_texts(model, list(odd))).T
+    assert not np.allclose(s, raw, atol=1e-3)  # the bare names would have given other scores
     emotify = LabelledDataset("emotify", "multiclass", ("a", "b"), tracks, np.zeros(20, np.int64), "accuracy")
     assert zeroshot_rows(emotify)[1] == "all" and zeroshot_rows(emotify)[0].size == 20
     assert zeroshot_rows(emotify, "test")[0].size == 8

@@ -1,14 +1,17 @@
 """Zero-shot transfer: a dataset's label names, embedded as text, score its tracks with no training.
 
-The paper's protocol (section 9): each label name is embedded as a bare string (a prompt template such as
-``"a {} song"`` is an option here), scored by cosine with the track embedding; single-label datasets are scored
+The paper's protocol (section 9): each label is embedded as a bare string -- its natural text,
+:attr:`~musicsearch.data.sources.labels.LabelledDataset.label_texts` (Emotify's ``joyful_activation`` is read as
+"joyful activation", GTZAN's ``hiphop`` as "hip hop"); a prompt template such as ``"a {} song"`` is an option
+here -- and scored by cosine with the track embedding; single-label datasets are scored
 by the accuracy of the arg-max, multi-label datasets by macro ROC-AUC / PR-AUC, and KVT by macro F1 at per-label
 best thresholds (tuned on the scored data itself, the release's convention; with a validation split we also
 report F1 at thresholds tuned on it).
 
-Classification models score the labels that their tag vocabulary holds with their classifier rows; other labels
-cannot be scored: multi-label metrics then cover only the known labels, and single-label accuracy counts every
-track whose true class is unknown to the model as an error. ``coverage`` says how many labels were scored.
+Classification models score the labels that their tag vocabulary holds (by name, else by natural text) with their
+classifier rows; other labels cannot be scored: multi-label metrics then cover only the known labels, and
+single-label accuracy counts every track whose true class is unknown to the model as an error. ``coverage`` says
+how many labels were scored.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from musicsearch.errors import MusicSearchError
 from musicsearch.eval import metrics
 from musicsearch.eval.retrieval import is_classification, query_scores
 
-__all__ = ["NO_OFFICIAL_SPLIT", "evaluate_zeroshot", "zeroshot_rows"]
+__all__ = ["NO_OFFICIAL_SPLIT", "evaluate_zeroshot", "label_scores", "zeroshot_rows"]
 
 NO_OFFICIAL_SPLIT: frozenset[str] = frozenset({"emotify"})
 """Datasets without an official split: zero-shot runs on all their tracks (the paper used all 400 Emotify clips)."""
@@ -42,6 +45,26 @@ def zeroshot_rows(dataset: LabelledDataset, split: str | None = None) -> tuple[n
     if split == "all":
         return np.arange(len(dataset), dtype=np.int64), "all"
     return dataset.split_indices(split), split
+
+
+def label_scores(
+    model: Any, track_emb: np.ndarray, dataset: LabelledDataset, *, prompt: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, C)`` zero-shot scores of tracks for the dataset's labels, and ``(C,)`` which labels could be scored.
+
+    Text models embed :attr:`LabelledDataset.label_texts` (with ``prompt``); classification models look each
+    label up in their vocabulary by its name and, failing that, by its natural text.
+    """
+    texts = list(dataset.label_texts)
+    if not is_classification(model):
+        return query_scores(model, track_emb, texts, prompt=prompt)
+    scores, covered = query_scores(model, track_emb, list(dataset.label_names))
+    if not covered.all():
+        by_text, text_covered = query_scores(model, track_emb, texts)
+        take = ~covered & text_covered
+        scores[:, take] = by_text[:, take]
+        covered = covered | text_covered
+    return scores, covered
 
 
 def _multiclass_scores(scores: np.ndarray, covered: np.ndarray) -> np.ndarray:
@@ -73,7 +96,8 @@ def evaluate_zeroshot(
         ok: ``(N,)`` bool, False for tracks to leave out (unreadable audio); default all.
 
     Returns:
-        ``{"dataset", "split", "n_tracks", "task", "metric", "prompt", "coverage", "unscored_labels", ...}`` and
+        ``{"dataset", "split", "n_tracks", "task", "metric", "prompt", "label_texts", "coverage",
+        "unscored_labels", ...}`` (``label_texts``: label name -> the text embedded) and
         the scores: ``accuracy`` and ``per_class`` (single-label); ``roc_auc``, ``pr_auc``, ``per_label`` and
         counts of skipped labels (multi-label); for ``f1`` datasets also ``f1`` (thresholds tuned on the scored
         tracks, the paper's KVT number) and, with a validation split, ``f1_valid_threshold``.
@@ -91,7 +115,7 @@ def evaluate_zeroshot(
     if rows.size == 0:
         raise MusicSearchError(f"{dataset.name}: no readable track in split {split_name!r} to score")
     labels = list(dataset.label_names)
-    scores, covered = query_scores(model, x[rows], labels, prompt=prompt)  # (n, C), (C,)
+    scores, covered = label_scores(model, x[rows], dataset, prompt=prompt)  # (n, C), (C,)
     if not covered.any():
         raise MusicSearchError(
             f"{dataset.name}: the classification model knows none of the labels {labels[:5]}...; "
@@ -106,6 +130,7 @@ def evaluate_zeroshot(
         "metric": dataset.metric,
         "prompt": None if is_classification(model) else prompt,
         "scoring": "classifier logits" if is_classification(model) else "cosine(track, label text)",
+        "label_texts": dict(zip(labels, dataset.label_texts)),
         "coverage": float(covered.mean()),
         "unscored_labels": [n for n, c in zip(labels, covered) if not c],
     }
@@ -123,7 +148,7 @@ def evaluate_zeroshot(
         valid = dataset.split_indices("valid")
         valid = valid[keep[valid]] if valid.size else valid
         if split_name == "test" and valid.size:
-            v_scores, _ = query_scores(model, x[valid], labels, prompt=prompt)
+            v_scores, _ = label_scores(model, x[valid], dataset, prompt=prompt)
             thr, _ = metrics.best_f1_thresholds(dataset.labels[valid][:, covered], v_scores[:, covered])
             out["f1_valid_threshold"] = metrics.macro_f1(metrics.f1_at_thresholds(y, scores[:, covered], thr))
     for key in ("roc_auc", "pr_auc", "f1", "f1_best_threshold", "f1_valid_threshold"):

@@ -49,6 +49,8 @@ def test_reads_votes_labels_and_files(tmp_path: Path) -> None:
     _make_emotify(tmp_path)
     ds = load_dataset("emotify", tmp_path)
     assert ds.task == "multiclass" and ds.metric == "accuracy" and ds.label_names == GEMS
+    assert ds.label_texts == ("amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power",
+                              "joyful activation", "tension", "sadness")  # fmt: skip
     assert [t.track_id for t in ds.tracks] == ["1", "100", "101", "205", "399"]
     assert [ds.label_names[i] for i in ds.labels] == ["solemnity", "tenderness", "power", "joyful_activation",
                                                       "nostalgia"]  # fmt: skip

@@ -43,6 +43,7 @@ def test_reads_small_subset_split_and_genres(tmp_path: Path) -> None:
     assert [t.track_id for t in ds.tracks] == ["000002", "000005", "000010", "000140"]  # the medium track is out
     assert [t.split for t in ds.tracks] == ["train", "train", "test", "valid"]
     assert ds.label_names == ("Folk", "Hip-Hop", "Pop")
+    assert ds.label_texts == ("folk", "hip hop", "pop")
     assert ds.labels.tolist() == [1, 1, 2, 0]
     assert ds.tracks[3].audio_path == str(tmp_path / "fma_small" / "000" / "000140.mp3")
     assert audio_relpath(123456) == "123/123456.mp3"

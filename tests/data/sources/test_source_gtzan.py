@@ -15,6 +15,9 @@ def test_shipped_fault_filtered_split_sizes() -> None:
     ds = load_dataset("gtzan", "/nonexistent", check_audio=False)
     assert ds.summary()["splits"] == {"train": 443, "valid": 197, "test": 290}
     assert ds.task == "multiclass" and ds.metric == "accuracy" and ds.label_names == GENRES
+    assert ds.label_texts == ("blues", "classical", "country", "disco", "hip hop", "jazz", "metal", "pop", "reggae",
+                              "rock")  # fmt: skip
+    assert ds.split("test").label_texts == ds.label_texts  # subsets keep the texts
     assert set(ds.labels.tolist()) == set(range(10))
     assert len({t.track_id for t in ds.tracks}) == 930
     assert ds.tracks[0].audio_path.endswith("genres/blues/blues.00029.wav")

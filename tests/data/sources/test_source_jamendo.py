@@ -39,6 +39,7 @@ def test_reads_split0_tags_and_splits(tmp_path: Path) -> None:
     assert ds.name == "mtg-genre" and ds.task == "multilabel" and ds.metric == "roc_auc"
     assert ds.label_names == ("easylistening", "electronic", "jazz", "pop", "punkrock", "rock", "world")
     assert ds.info["label_keys"][0] == "genre---easylistening"
+    assert ds.label_texts == ("easy listening", "electronic", "jazz", "pop", "punk rock", "rock", "world")
     assert [t.split for t in ds.tracks] == ["train", "train", "valid", "test"]
     assert ds.tracks[1].tags == ("easylistening", "electronic")
     np.testing.assert_array_equal(ds.labels[3], [0, 0, 1, 0, 0, 0, 1])

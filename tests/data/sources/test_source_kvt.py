@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from musicsearch.data.sources.kvt import KVT_BENCHMARK_TAGS, load_kvt
+from musicsearch.data.sources.labels import natural_label_text
 from musicsearch.data.sources.registry import load_dataset
 from musicsearch.errors import ManifestError
 
@@ -31,12 +32,16 @@ def test_reads_tags_splits_and_audio(tmp_path: Path) -> None:
     ds = load_dataset("kvt", tmp_path)
     assert ds.metric == "f1" and ds.task == "multilabel"
     assert ds.label_names == ("male", "female", "breathy", "husky/throaty")
+    assert ds.label_texts == ("male", "female", "breathy", "husky or throaty")
     np.testing.assert_array_equal(ds.labels, [[1, 0, 1, 0], [0, 1, 0, 1], [0, 1, 0, 0], [1, 0, 1, 1]])
     assert [t.split for t in ds.tracks] == ["train", "valid", "test", "valid"]
     assert [Path(t.audio_path).name for t in ds.tracks] == ["k001.wav", "k002.mp3", "k003.npy", "k004.flac"]
     sub = load_kvt(tmp_path, tags=["female", "male"])
     assert sub.labels.tolist() == [[0, 1], [1, 0], [1, 0], [0, 1]]
     assert len(KVT_BENCHMARK_TAGS) == 42 and len(set(KVT_BENCHMARK_TAGS)) == 42
+    texts = dict(zip(KVT_BENCHMARK_TAGS, map(natural_label_text, KVT_BENCHMARK_TAGS)))
+    assert texts["soulful/r&b"] == "soulful or r&b" and texts["robotic/artificial"] == "robotic or artificial"
+    assert texts["low-range"] == "low-range" and texts["speech-like"] == "speech-like"
 
 
 def test_without_split_column_uses_a_seeded_split(tmp_path: Path) -> None:

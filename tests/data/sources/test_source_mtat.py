@@ -40,6 +40,10 @@ def test_reads_top50_labels_and_folder_split(tmp_path: Path) -> None:
     ds = load_dataset("mtat", tmp_path)
     assert ds.name == "mtat" and ds.task == "multilabel" and ds.metric == "roc_auc"
     assert list(ds.label_names) == top50_tags() and len(ds.label_names) == 50
+    texts = dict(zip(ds.label_names, ds.label_texts))
+    assert texts["noVocals"] == "no vocals" and texts["maleVocal"] == "male vocal" and texts["newAge"] == "new age"
+    assert texts["femaleVoice"] == "female voice" and texts["guitar"] == "guitar"
+    assert all(t == t.lower() and "_" not in t for t in ds.label_texts)
     assert [t.track_id for t in ds.tracks] == ["2", "6", "10", "12"]
     assert [t.split for t in ds.tracks] == ["test", "train", "train", "valid"]
     assert ds.labels.shape == (4, 50) and ds.labels.dtype == np.float32

@@ -84,6 +84,7 @@ def test_labels_without_audio(tmp_path: Path, name: str, classes: tuple[str, ...
     ds = load_dataset(name, root, check_audio=False, cache_dir=tmp_path / "cache")
     assert ds.task == "multiclass" and ds.metric == "accuracy"
     assert ds.label_names == classes
+    assert ds.label_texts == classes  # already natural words
     assert [t.track_id for t in ds.tracks] == [_stem(r[0]) for r in ROWS]
     assert [t.metadata["vgmidi_id"] for t in ds.tracks] == [r[0] for r in ROWS]
     assert [classes[i] for i in ds.labels] == expected

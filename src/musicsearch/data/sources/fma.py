@@ -40,6 +40,12 @@ SMALL_GENRES: tuple[str, ...] = (
     "Pop",
     "Rock",
 )
+LABEL_TEXT: dict[str, str] = {
+    "Hip-Hop": "hip hop",
+    "Soul-RnB": "soul and r&b",
+    "Old-Time / Historic": "old-time and historic",
+}
+"""Natural texts of FMA top-genre names that the default normaliser would not get right (medium/large too)."""
 
 
 def audio_relpath(track_id: int) -> str:
@@ -138,5 +144,6 @@ def load_fma(
             metric="accuracy",
             root=str(base),
             info={"split": "official (set, split) column", "subset": subset},
+            label_text=LABEL_TEXT,
         )
     )

@@ -40,6 +40,8 @@ GENRES: tuple[str, ...] = (
     "reggae",
     "rock",
 )
+LABEL_TEXT: dict[str, str] = {"hiphop": "hip hop"}
+"""Natural texts of the genre names the default normaliser would leave as they are (zero-shot reads these)."""
 SPLIT_FILES: dict[str, str] = {s: f"{s}_filtered.txt" for s in ("train", "valid", "test")}
 
 
@@ -109,5 +111,6 @@ def load_gtzan(
             metric="accuracy",
             root=str(base),
             info={"split": "fault-filtered (443/197/290)" if split_lists is None else "given lists"},
+            label_text=LABEL_TEXT,
         )
     )

@@ -28,6 +28,7 @@ from musicsearch.data.sources.labels import (
     check_audio_files,
     log_loaded,
     multi_hot,
+    natural_label_text,
     require_file,
 )
 from musicsearch.data.sources.registry import DATASETS
@@ -45,6 +46,24 @@ REGISTRY_NAMES: dict[str, str] = {
 }
 FILE_SPLITS: dict[str, str] = {"train": "train", "validation": "valid", "test": "test"}
 HEADER = ["TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS"]
+LABEL_TEXT: dict[str, str] = {
+    # genre
+    "acidjazz": "acid jazz", "alternativerock": "alternative rock", "bluesrock": "blues rock",
+    "bossanova": "bossa nova", "classicrock": "classic rock", "darkambient": "dark ambient",
+    "darkwave": "dark wave", "deephouse": "deep house", "drumnbass": "drum and bass",
+    "easylistening": "easy listening", "edm": "electronic dance music", "electropop": "electro pop",
+    "hardrock": "hard rock", "heavymetal": "heavy metal", "hiphop": "hip hop", "idm": "intelligent dance music",
+    "instrumentalpop": "instrumental pop", "instrumentalrock": "instrumental rock", "jazzfusion": "jazz fusion",
+    "newage": "new age", "newwave": "new wave", "popfolk": "pop folk", "poprock": "pop rock",
+    "postrock": "post rock", "punkrock": "punk rock", "rnb": "r&b", "rocknroll": "rock and roll",
+    "singersongwriter": "singer songwriter", "synthpop": "synth pop", "triphop": "trip hop",
+    "worldfusion": "world fusion",
+    # instrument
+    "acousticbassguitar": "acoustic bass guitar", "acousticguitar": "acoustic guitar",
+    "classicalguitar": "classical guitar", "doublebass": "double bass", "drummachine": "drum machine",
+    "electricguitar": "electric guitar", "electricpiano": "electric piano", "pipeorgan": "pipe organ",
+}  # fmt: skip
+"""Natural texts of the bare tags written as one word (``easylistening``); the other tags read as they are."""
 
 
 def bare_tag(key: str) -> str:
@@ -152,6 +171,7 @@ def load_mtg_jamendo(
             metric="roc_auc",
             root=str(base),
             info={"split": f"official split-{split_index}", "label_keys": keys},
+            label_text={name_of[k]: LABEL_TEXT.get(bare_tag(k), natural_label_text(bare_tag(k))) for k in keys},
         )
     )
 

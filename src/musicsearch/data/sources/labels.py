@@ -3,6 +3,11 @@
 An adapter reads a dataset as its owners distribute it and returns a :class:`LabelledDataset`: the tracks (as
 :class:`musicsearch.data.manifest.Track`, each with its split set), the label names, and a label array that is
 either a (N, C) multi-hot matrix (``task="multilabel"``) or (N,) class indices (``task="multiclass"``).
+
+Label names stay as the dataset spells them (``joyful_activation``, ``hiphop``, ``noVocals``); what a text encoder
+reads for zero-shot is :attr:`LabelledDataset.label_texts`: the adapter's own ``label_text`` entry for a name where
+it has one (GTZAN ``hiphop`` -> ``hip hop``), else :func:`natural_label_text` (``joyful_activation`` -> ``joyful
+activation``, ``noVocals`` -> ``no vocals``, ``husky/throaty`` -> ``husky or throaty``).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -29,6 +35,25 @@ METRICS: tuple[str, ...] = ("roc_auc", "accuracy", "f1")
 (arg-max, single-label) or ``f1`` (macro F1 at per-label best thresholds, as the paper used for KVT)."""
 
 
+def natural_label_text(name: str) -> str:
+    """The default natural text of a label name, as a text encoder should read it.
+
+    Underscores become spaces, a lower-to-upper case step becomes a space (``noVocals`` -> ``no vocals``), a slash
+    between alternatives becomes ``or`` (``mild/soft`` -> ``mild or soft``), then the text is lower-cased and its
+    spaces collapsed. Hyphens and other characters stay (``low-range``, ``r&b``).
+
+    Args:
+        name: a label name as a dataset spells it.
+
+    Returns:
+        The text (never empty for a name with a letter or digit).
+    """
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)
+    text = text.replace("_", " ")
+    text = re.sub(r"\s*/\s*", " or ", text)
+    return " ".join(text.lower().split())
+
+
 @dataclass(frozen=True, eq=False)
 class LabelledDataset:
     """A downstream evaluation dataset: tracks, label vocabulary, labels and the metric it is scored with.
@@ -43,6 +68,8 @@ class LabelledDataset:
         metric: primary metric, one of :data:`METRICS`.
         root: where the dataset was read from.
         info: free notes about how it was read (split rule, files used), JSON-serialisable.
+        label_text: the adapter's natural texts of label names that :func:`natural_label_text` would not get
+            right (``{"hiphop": "hip hop"}``); keys outside ``label_names`` are ignored.
     """
 
     name: str
@@ -53,9 +80,13 @@ class LabelledDataset:
     metric: str
     root: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    label_text: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n, c = len(self.tracks), len(self.label_names)
+        empty = [k for k, v in self.label_text.items() if not str(v).strip()]
+        if empty:
+            raise ManifestError(f"dataset {self.name}: empty label text for {empty[:3]}; give each label a text")
         if self.task not in ("multilabel", "multiclass"):
             raise ManifestError(f"dataset {self.name}: task must be 'multilabel' or 'multiclass', got {self.task!r}")
         if self.metric not in METRICS:
@@ -82,6 +113,12 @@ class LabelledDataset:
 
     def __len__(self) -> int:
         return len(self.tracks)
+
+    @property
+    def label_texts(self) -> tuple[str, ...]:
+        """The C texts that zero-shot embeds, in label order: ``label_text[name]``, else
+        :func:`natural_label_text` of the name."""
+        return tuple(self.label_text.get(n) or natural_label_text(n) for n in self.label_names)
 
     @property
     def num_labels(self) -> int:
