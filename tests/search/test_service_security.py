@@ -152,6 +152,15 @@ def test_api_key(store: Path) -> None:
                 assert c.get("/api/health", headers=wrong).status_code == 401, wrong
             for right in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}, {"Cookie": f"musicsearch_key={key}"}):
                 assert c.get("/api/health", headers=right).status_code == 200, right
+            odd = create_app(store, api_key="a b;c=d%")  # the page stores the cookie URL-encoded
+            try:
+                with TestClient(odd, base_url=LOCAL) as c2:
+                    assert (
+                        c2.get("/api/health", headers={"Cookie": "musicsearch_key=a%20b%3Bc%3Dd%25"}).status_code == 200
+                    )
+                    assert c2.get("/api/health", headers={"X-API-Key": "a b;c=d%"}).status_code == 200
+            finally:
+                odd.state.searcher.close()
             ids = _ids_with(c, {"X-API-Key": key})
             assert c.get(f"/api/audio/{next(iter(ids.values()))}", cookies={"musicsearch_key": key}).status_code == 200
             for public in ("/", "/static/app.js", "/static/style.css"):  # the page has no data; it asks for the key

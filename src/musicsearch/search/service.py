@@ -52,6 +52,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import unquote
 
 import anyio
 from fastapi import FastAPI, Query, Request
@@ -269,7 +270,7 @@ class ApiKeyAuth:
         for part in headers.get("cookie", "").split(";"):
             name, sep, value = part.strip().partition("=")
             if sep and name == API_KEY_COOKIE:
-                candidates.append(value.strip())
+                candidates.append(unquote(value.strip()))  # the page stores it with encodeURIComponent
         ok = False
         for c in candidates:  # every candidate compared: no early exit that times which place matched
             ok |= self._matches(c)

@@ -33,8 +33,19 @@ function showError(message) {
   box.hidden = !message;
 }
 
-async function getJSON(url) {
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+// A server started with an API key answers 401: ask for the key once and keep it in a SameSite=Strict cookie for
+// this site, so that fetch() and the <audio> element (which cannot send headers) both carry it.
+function askForKey() {
+  const key = window.prompt("This server needs an API key (ask whoever runs it):");
+  if (!key) return false;
+  const secure = location.protocol === "https:" ? "; Secure" : "";
+  document.cookie = `musicsearch_key=${encodeURIComponent(key.trim())}; Path=/; SameSite=Strict${secure}`;
+  return true;
+}
+
+async function getJSON(url, retried = false) {
+  const resp = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (resp.status === 401 && !retried && askForKey()) return getJSON(url, true);
   let body = null;
   try {
     body = await resp.json();
