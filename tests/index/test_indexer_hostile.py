@@ -3,15 +3,27 @@ model return NaN, a full disk, a read-only store, readers next to a long commit,
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from test_indexer import SR, save_debug_model, tone
 
 from musicsearch.cli.main import main
-from musicsearch.index.indexer import Store, index_collection, store_model
+from musicsearch.errors import MusicSearchError
+from musicsearch.index.embedder import DecodedTrack, load_embedder
+from musicsearch.index.indexer import FileRow, Store, _Batcher, _Outcome, index_collection, store_model
+from musicsearch.index.metadata import MetadataDB, TrackInfo
 from musicsearch.models.loading import DEFAULT_MODEL
+from musicsearch.search.api import Searcher, search
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +67,144 @@ def test_readme_index_command_on_a_new_store_with_tilde_paths(
     report = index_collection("~/Music", "~/music.store", workers=0)  # the library, likewise
     assert (report.added, report.unchanged) == (0, 2)
     assert not (Path.cwd() / "~").exists()
+
+
+# -- readers never write -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_store(model_file: Path, tmp_path: Path) -> tuple[Path, Path]:
+    music = tmp_path / "music"
+    write_tones(music, 3)
+    store = tmp_path / "store"
+    index_collection(music, store, model=model_file, workers=0)
+    return music, store
+
+
+def test_reader_opens_the_database_read_only(small_store: tuple[Path, Path]) -> None:
+    _, store = small_store
+    with Store.open(store) as st:
+        assert st.db.readonly and st.files.readonly
+        with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only"):
+            st.db._con.execute("INSERT INTO store_info(key, value) VALUES ('x', 'y')")
+        with pytest.raises(MusicSearchError, match="reading only"):
+            st.files.put([FileRow("x", 1, 1, "h", "x", "ok")])
+
+
+def test_a_long_index_commit_never_blocks_readers(small_store: tuple[Path, Path]) -> None:
+    _, store = small_store
+    writer = MetadataDB(store / "metadata.sqlite")
+    try:
+        with writer.transaction():  # an index commit holding the write lock (saving vectors for minutes)
+            writer.add_track(TrackInfo("pending.wav", "pending.wav", "sha256:x;meta:y"), window_starts=[0.0])
+            t0 = time.monotonic()
+            with Searcher.open(store) as searcher:  # opening, filtering and searching take no lock
+                results = searcher.search("a low tone", k=3).results
+                assert len(results) == 3 and "pending.wav" not in {r.track_id for r in results}
+            assert len(search(store, "a low tone", k=2)) == 2
+            assert time.monotonic() - t0 < 10.0  # the old reader waited 30 s for the lock, then failed
+    finally:
+        writer.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_store_can_be_searched(small_store: tuple[Path, Path]) -> None:
+    _, store = small_store
+    files = [p for p in store.rglob("*") if p.is_file()]
+    dirs = [store, *(p for p in store.rglob("*") if p.is_dir())]
+    try:
+        for p in files:
+            p.chmod(0o444)
+        for d in dirs:
+            d.chmod(0o555)
+        assert len(search(store, "a low tone", k=2)) == 2
+        assert len(search(store, "a high tone", k=1)) == 1
+    finally:
+        for d in dirs:
+            d.chmod(0o755)
+        for p in files:
+            p.chmod(0o644)
+
+
+KILL_INSIDE_COMMIT = """
+import os, signal, sys
+from musicsearch.index.indexer import Store, index_collection
+save = Store.save_vectors
+def save_then_die(self):
+    save(self)                            # the vectors are saved, the metadata transaction is still open
+    os.kill(os.getpid(), signal.SIGKILL)
+Store.save_vectors = save_then_die
+index_collection(sys.argv[1], sys.argv[2], workers=0)
+"""
+
+
+def test_kill_inside_a_commit_leaves_k_results(model_file: Path, tmp_path: Path) -> None:
+    music, store = tmp_path / "music", tmp_path / "store"
+    names = write_tones(music, 4)
+    for name in names[1:]:
+        (music / name).rename(tmp_path / name)
+    index_collection(music, store, model=model_file, workers=0)  # one track committed
+    for name in names[1:]:
+        (tmp_path / name).rename(music / name)
+    proc = subprocess.run([sys.executable, "-c", KILL_INSIDE_COMMIT, str(music), str(store)], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    with Store.open(store) as st:
+        assert len(st) == 1 and len(st.tracks) == 4  # three orphan vectors: saved, never committed
+    for name in names[1:]:  # an uncommitted track's own audio: its vector is the best match, and has no track
+        got = search(store, like=str(music / name), k=1)
+        assert [r.track_id for r in got] == [names[0]]
+    report = index_collection(music, store, workers=0)  # the next run repairs and continues
+    assert (report.added, report.unchanged) == (3, 1) and report.repaired >= 3  # 3 track + their window vectors
+
+
+# -- NaN from the model is one file's error ------------------------------------------------------------------------
+
+
+def test_damaged_float_files_fail_alone_and_the_rest_commits(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    music = tmp_path / "music"
+    names = write_tones(music, 3)
+    nan = tone(300, 2.0)
+    nan[::100] = np.nan
+    sf.write(music / "nan.wav", nan, SR, subtype="FLOAT")
+    sf.write(music / "huge.wav", np.where(np.arange(2 * SR) % 5 == 0, 1e30, 0.1).astype(np.float32), SR, "FLOAT")
+    args = ["index", str(music), "--store", str(tmp_path / "s"), "--model", str(model_file), "--map", "none"]
+    assert main([*args, "--workers", "1", "--batch-size", "64"]) == 0  # one batch holds every window
+    err = capsys.readouterr().err
+    assert "failed nan.wav" in err and "NaN/inf samples" in err and "huge.wav" in err and "far outside" in err
+    assert "damaged weights" not in err and "weights are probably damaged" not in err
+    with Store.open(tmp_path / "s") as st:
+        assert sorted(t.track_id for t in st.db.iter_tracks()) == names
+
+
+def decoded(windows: np.ndarray) -> _Outcome:
+    return _Outcome(0, "ok", "x", DecodedTrack(windows, np.zeros(windows.shape[0]), 1.0, -10.0))
+
+
+def test_model_nan_for_one_track_fails_that_track_and_reruns_the_batch(model_file: Path) -> None:
+    embedder = load_embedder(model_file)
+    w = embedder.window_samples
+    rng = np.random.default_rng(0)
+    good_a = (0.1 * rng.standard_normal((3, w))).astype(np.float32)
+    good_b = (0.1 * rng.standard_normal((2, w))).astype(np.float32)
+    hostile = np.full((2, w), 1e30, np.float32)  # what a damaged float file would feed the model undecoded
+    with pytest.raises(MusicSearchError, match="NaN"):
+        embedder.embed_windows(hostile)  # the model itself says NaN for it
+    batcher = _Batcher(embedder, batch_size=7)
+    slots = batcher.add(decoded(good_a)) + batcher.add(decoded(hostile)) + batcher.add(decoded(good_b))
+    assert len(slots) == 3  # one batch of 7 windows, three tracks done
+    assert [bool(s.error) for s in slots] == [False, True, False] and "this file" in slots[1].error
+    tol = 8 * float(np.finfo(np.float32).eps) * float(np.abs(slots[0].raw).max())  # batch size may change sums
+    np.testing.assert_allclose(slots[0].raw, embedder.embed_windows(good_a), rtol=0, atol=tol)
+    np.testing.assert_allclose(slots[2].raw, embedder.embed_windows(good_b), rtol=0, atol=tol)
+
+
+def test_nan_from_damaged_weights_still_stops_the_run(model_file: Path) -> None:
+    embedder = load_embedder(model_file)
+    with torch.no_grad():
+        for param in embedder.model.parameters():
+            param.fill_(float("nan"))
+    batcher = _Batcher(embedder, batch_size=2)
+    with pytest.raises(MusicSearchError, match="weights"):
+        batcher.add(decoded(np.zeros((2, embedder.window_samples), np.float32) + 0.1))

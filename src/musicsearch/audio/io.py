@@ -27,6 +27,7 @@ from musicsearch.errors import AudioError
 __all__ = [
     "AUDIO_EXTENSIONS",
     "FFMPEG_EXTENSIONS",
+    "MAX_SAMPLE_MAGNITUDE",
     "NPY_SAMPLE_RATE",
     "SOUNDFILE_EXTENSIONS",
     "AudioInfo",
@@ -47,6 +48,9 @@ FFMPEG_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".wma"})
 AUDIO_EXTENSIONS: frozenset[str] = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 #: The sample rate a ``.npy`` waveform is assumed to have (the ECALS release stores 16 kHz mono float32).
 NPY_SAMPLE_RATE = 16000
+#: Largest sample magnitude accepted (+80 dB over full scale). Float files may exceed 1.0 a little; beyond this
+#: the data is garbage (random bytes read as float32 reach 1e38), and the model's output would be NaN.
+MAX_SAMPLE_MAGNITUDE = 1e4
 
 
 @dataclass(frozen=True)
@@ -236,11 +240,11 @@ def load_audio(
 
     Returns:
         ``(T,)`` float32 waveform at ``sample_rate`` Hz, channels averaged to mono, every sample finite.
-        Non-finite samples in the file (NaN/inf in float files) are replaced by 0 with a logged warning.
 
     Raises:
-        AudioError: if the file is missing, empty (0 bytes), corrupt or in a format that cannot be decoded,
-            holds no samples, holds only non-finite samples, or ``offset`` is past its end. The message names
+        AudioError: if the file is missing, not a regular file, empty (0 bytes), corrupt or in a format that
+            cannot be decoded, holds no samples, holds NaN/inf samples or samples beyond
+            :data:`MAX_SAMPLE_MAGNITUDE` (a damaged float file), or ``offset`` is past its end. The message names
             the file and says what to do.
     """
     p = Path(path)
@@ -259,15 +263,30 @@ def load_audio(
             frames, sr = _read_ffmpeg(p, offset, duration)
     if frames.shape[0] == 0:
         raise AudioError(f"audio file {p} holds no samples; re-export it or remove it from the corpus")
-    mono = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]  # (T,)
-    finite = np.isfinite(mono)
+    return resample(_checked_mono(p, frames), sr, int(sample_rate))
+
+
+def _checked_mono(path: Path, frames: np.ndarray) -> np.ndarray:
+    """``(T, C)`` frames -> ``(T,)`` float32 mono, refusing samples that no real recording holds.
+
+    Raises:
+        AudioError: NaN/inf samples, or samples beyond :data:`MAX_SAMPLE_MAGNITUDE` (garbage in a float file,
+            which would make every model's output NaN).
+    """
+    finite = np.isfinite(frames)
     if not finite.all():
-        n_bad = int(mono.size - np.count_nonzero(finite))
-        if n_bad == mono.size:
-            raise AudioError(f"audio file {p} holds only NaN/inf samples; re-export it")
-        logger.warning("%s: replaced %d non-finite samples (NaN/inf) with 0", p, n_bad)
-        mono = np.where(finite, mono, np.float32(0.0))
-    return resample(mono, sr, int(sample_rate))
+        n_bad = int(frames.size - np.count_nonzero(finite))
+        raise AudioError(
+            f"audio file {path} holds {n_bad} NaN/inf samples (a damaged float file); re-export it from the "
+            "original, or remove it from the collection"
+        )
+    peak = float(np.abs(frames).max()) if frames.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise AudioError(
+            f"audio file {path} holds samples of magnitude {peak:.3g}, far outside -1..1 (a damaged float file); "
+            "re-export it from the original, or remove it from the collection"
+        )
+    return frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]  # (T,)
 
 
 def audio_info(path: str | os.PathLike[str]) -> AudioInfo:

@@ -60,6 +60,7 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
+from musicsearch.audio.chunking import SAMPLE_RATE
 from musicsearch.audio.io import AUDIO_EXTENSIONS
 from musicsearch.data.manifest import read_manifest
 from musicsearch.data.scan import find_audio_files, path_metadata
@@ -75,7 +76,14 @@ from musicsearch.index.embedder import (
     track_vector,
     unit_rows,
 )
-from musicsearch.index.metadata import MetadataDB, StoreInfo, TrackInfo, TrackRecord, merge_metadata
+from musicsearch.index.metadata import (
+    MetadataDB,
+    StoreInfo,
+    TrackInfo,
+    TrackRecord,
+    connect_readonly,
+    merge_metadata,
+)
 from musicsearch.index.store import MANIFEST, VectorBackend, create_backend, merge_shards, open_backend
 
 __all__ = [
@@ -247,8 +255,20 @@ class FileLog:
     """``files.sqlite``: size, mtime, SHA-256, resolved path and outcome per file path (a cache plus the list of
     paths the server may play; never the source of truth about which tracks are indexed)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:  # a reader: never creates the file or its table, never takes the write lock
+            self._con: sqlite3.Connection | None = (
+                connect_readonly(self.path, what="file log") if self.path.is_file() else None
+            )
+            if self._con is not None:
+                try:
+                    self._con.execute("SELECT 1 FROM files LIMIT 1").fetchall()
+                except sqlite3.DatabaseError as exc:
+                    self._con.close()
+                    raise MusicSearchError(f"{self.path} is not a musicsearch file log ({exc}); re-index") from exc
+            return
         self._con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
             self._con.execute("PRAGMA journal_mode=WAL")
@@ -263,6 +283,8 @@ class FileLog:
 
     def get(self, path: str) -> FileRow | None:
         """The row of ``path``, or ``None``."""
+        if self._con is None:
+            return None
         row = self._con.execute(
             "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files WHERE path = ?", (path,)
         ).fetchone()
@@ -273,6 +295,8 @@ class FileLog:
         values = [(r.path, r.size, r.mtime_ns, r.sha256, r.realpath, r.status, r.reason) for r in rows]
         if not values:
             return
+        if self._con is None or self.readonly:
+            raise MusicSearchError(f"{self.path} is open for reading only; open the store writable to index")
         self._con.execute("BEGIN IMMEDIATE")
         try:
             self._con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", values)
@@ -283,6 +307,8 @@ class FileLog:
 
     def rows(self) -> list[FileRow]:
         """Every row, ordered by path."""
+        if self._con is None:
+            return []
         cur = self._con.execute(
             "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files ORDER BY path"
         )
@@ -290,7 +316,8 @@ class FileLog:
 
     def close(self) -> None:
         """Close the connection."""
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
 
 
 class VectorFile:
@@ -378,6 +405,7 @@ class Store:
         self._lock = lock
         self.vector_file = VectorFile(path / VECTORS_FILE, settings.dim)
         self._loaded_token = self.version_token()
+        self.repaired = 0  # items repaired when opened for writing
 
     @property
     def windows(self) -> VectorBackend:
@@ -431,7 +459,7 @@ class Store:
         settings = read_settings(dest)
         lock = _acquire_lock(dest) if writable else None
         try:
-            db = MetadataDB(dest / METADATA_FILE)
+            db = MetadataDB(dest / METADATA_FILE, readonly=not writable)  # readers never write
             stored = db.info()
             if stored is not None and stored != settings.info():
                 raise MusicSearchError(
@@ -440,14 +468,14 @@ class Store:
                 )
             tracks = _open_or_create(dest / TRACKS_DIR, settings)
             windows = _open_or_create(dest / WINDOWS_DIR, settings) if writable else None
-            files = FileLog(dest / FILES_FILE)
+            files = FileLog(dest / FILES_FILE, readonly=not writable)
         except BaseException:
             if lock is not None:
                 lock.close()
             raise
         store = cls(dest, settings, db, tracks, windows, files, lock)
         if writable:
-            store.repair()
+            store.repaired = store.repair()
         return store
 
     def close(self) -> None:
@@ -962,6 +990,14 @@ class _Slot:
     outcome: _Outcome
     raw: np.ndarray  # (n, D) window embeddings being filled
     filled: int = 0
+    error: str = ""  # set when the model returned NaN/inf for this track's windows
+
+
+#: Why a track fails when the model returns NaN or infinity for its windows (and for no one else's).
+NONFINITE_REASON = (
+    "the model returned NaN or infinity for this file's audio (its samples are probably garbage or far outside "
+    "-1..1, e.g. a damaged float WAV); check the file, re-export it, or remove it from the collection"
+)
 
 
 class _Batcher:
@@ -1007,7 +1043,10 @@ class _Batcher:
                 self.queue[0] = (slot, first + take)
         batch = np.concatenate([s.outcome.decoded.windows[a:b] for s, a, b in parts if s.outcome.decoded is not None])
         t0 = time.perf_counter()
-        emb = self.embedder.embed_windows(batch)  # (m, D)
+        try:
+            emb = self.embedder.embed_windows(batch)  # (m, D)
+        except MusicSearchError as exc:  # NaN/inf: find the tracks that cause it; the others are embedded alone
+            emb = self._without_bad_tracks(parts, exc)
         self.model_seconds += time.perf_counter() - t0
         self.queued -= m
         done = []
@@ -1019,6 +1058,37 @@ class _Batcher:
             if slot.filled == slot.raw.shape[0]:
                 done.append(slot)
         return done
+
+    def _without_bad_tracks(self, parts: list[tuple[_Slot, int, int]], exc: MusicSearchError) -> np.ndarray:
+        """Embed each track's part of a batch that gave NaN/inf on its own; a track whose windows still give
+        NaN/inf is marked failed (its rows stay zero and are never stored). When the model gives NaN/inf even
+        on a plain tone, the weights are at fault: ``exc`` is raised and the run stops."""
+        emb = np.zeros((sum(b - a for _, a, b in parts), self.embedder.dim), np.float32)
+        row, bad = 0, 0
+        for slot, a, b in parts:
+            assert slot.outcome.decoded is not None
+            if not slot.error:
+                try:
+                    emb[row : row + b - a] = self.embedder.embed_windows(slot.outcome.decoded.windows[a:b])
+                except MusicSearchError:
+                    slot.error = NONFINITE_REASON
+                    bad += 1
+            row += b - a
+        if bad == len(parts) and not self._model_is_sane():
+            raise exc
+        log.warning("the model returned NaN/inf for %d of %d tracks of a batch; re-ran the others", bad, len(parts))
+        return emb
+
+    def _model_is_sane(self) -> bool:
+        """Whether the model gives finite output for one window of a quiet 440 Hz tone."""
+        n = self.embedder.window_samples
+        t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+        probe = (0.1 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)[None, :]
+        try:
+            self.embedder.embed_windows(probe)
+        except MusicSearchError:
+            return False
+        return True
 
 
 @dataclass
@@ -1198,7 +1268,7 @@ def index_collection(
     report.failed.extend(rejected)
     try:
         st.check_model(embedder)
-        report.repaired = st.repair()
+        report.repaired = st.repaired + st.repair()
         _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,
                     commit_seconds, progress, pipeline)  # fmt: skip
     finally:
@@ -1276,10 +1346,13 @@ def _index_into(
             item, out = items[slot.index], slot.outcome
             assert out.decoded is not None
             try:
+                if slot.error:
+                    raise MusicSearchError(slot.error)
                 track, windows = track_vector(slot.raw), unit_rows(slot.raw, what="window embeddings")
             except MusicSearchError as exc:
-                report.failed.append(FailedFile(item.track_id, item.path, str(exc)))
-                writer.note(row_for(slot.index, out.sha256, "failed", str(exc)))
+                reason = NONFINITE_REASON if "NaN" in str(exc) else str(exc)
+                report.failed.append(FailedFile(item.track_id, item.path, reason))
+                writer.note(row_for(slot.index, out.sha256, "failed", reason))
                 bar.update(1)
                 continue
             rec = existing.get(slot.index)

@@ -224,30 +224,102 @@ def model_mismatch_message(stored: StoreInfo, wanted: StoreInfo) -> str:
     )
 
 
+def connect_readonly(path: Path, *, timeout: float = 30.0, what: str = "database") -> sqlite3.Connection:
+    """Open an SQLite file for reading only: it never takes a write lock, never creates tables, and works on a
+    read-only file or directory.
+
+    In WAL mode a reader needs the ``-shm`` index beside the file. When it cannot be made (a read-only directory
+    after the last writer closed cleanly, so no ``-wal`` content is pending) the file is opened ``immutable``,
+    which reads it as it is on disk without any locking.
+
+    Args:
+        path: the database file.
+        timeout: seconds to wait when a writer is checkpointing.
+        what: what the file is, for messages.
+
+    Returns:
+        A connection with ``query_only`` set (autocommit, usable from several threads under a lock).
+
+    Raises:
+        MusicSearchError: the file is missing or cannot be opened.
+    """
+    if not path.is_file():
+        raise MusicSearchError(f"{what} {path} does not exist; re-index the collection to create it")
+    uri = path.absolute().as_uri()
+    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        con.execute("PRAGMA query_only=ON")
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.OperationalError as exc:
+        con.close()
+        wal = path.with_name(path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:  # committed pages wait in the WAL: immutable would miss them
+            raise MusicSearchError(
+                f"cannot read {what} {path} ({exc}): its directory is read-only and its write-ahead log is not "
+                "checkpointed; run `musicsearch index` on it once with write access, or make the directory writable"
+            ) from exc
+        log.debug("%s: read-only directory (%s); opening it immutable", path, exc)
+    con = sqlite3.connect(
+        f"{uri}?immutable=1", uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    con.execute("PRAGMA query_only=ON")
+    return con
+
+
 class MetadataDB:
     """The SQLite metadata database of one store (or one shard of it).
 
+    Only a writer (``readonly=False``, the indexer) creates the file, sets up the schema and sets WAL mode; a
+    reader (``readonly=True``: search, the server, merging) opens it read-only (:func:`connect_readonly`), so
+    it never waits for the indexer's write lock, never blocks it, and works on a read-only store. In WAL mode
+    a reader sees the last committed state while a commit is in progress.
+
     Args:
-        path: database file (created with its tables when missing).
+        path: database file (created with its tables when missing, unless ``readonly``).
         shard: ``(rank, world_size)`` for a worker of a sharded run, so its ids are disjoint from other workers'
             (ids ``rank + world_size·n``); ``None`` for an ordinary store. Only applies to a new database.
         timeout: seconds to wait for another process's write lock.
+        readonly: open for reading only (writes raise ``sqlite3.OperationalError``).
 
     Raises:
-        MusicSearchError: if the file is not a musicsearch metadata database, or ``shard`` is invalid.
+        MusicSearchError: if the file is not a musicsearch metadata database (or, ``readonly``, does not exist),
+            or ``shard`` is invalid.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, shard: tuple[int, int] | None = None, timeout: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        shard: tuple[int, int] | None = None,
+        timeout: float = 30.0,
+        readonly: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         if shard is not None and not (0 <= shard[0] < shard[1]):
             raise MusicSearchError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+        self._depth = 0
+        self._info: StoreInfo | None = None
+        if readonly:
+            self._con = connect_readonly(self.path, timeout=timeout, what="metadata database")
+            try:
+                version = self._get_info_key("schema_version")
+            except sqlite3.DatabaseError as exc:
+                self._con.close()
+                raise MusicSearchError(
+                    f"{self.path} is not a musicsearch metadata database ({exc}); re-index the collection"
+                ) from exc
+            if version is None or int(version) > SCHEMA_VERSION:
+                self._con.close()
+                raise MusicSearchError(
+                    f"{self.path} holds no musicsearch schema or one of a newer musicsearch (version {version}); "
+                    "re-index the collection, or upgrade musicsearch"
+                )
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so transactions mean exactly what they say.
         self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        self._depth = 0
-        self._info: StoreInfo | None = None
         try:
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints, never corrupt in WAL mode
@@ -674,7 +746,7 @@ def merge_metadata(shard_paths: Sequence[str | os.PathLike[str]], dest_path: str
     for p in shard_paths:
         if not Path(p).is_file():
             raise MusicSearchError(f"metadata shard {p} does not exist")
-        with MetadataDB(p) as shard:
+        with MetadataDB(p, readonly=True) as shard:
             infos.append(shard.info())
     known = {i for i in infos if i is not None}
     if len(known) > 1:

@@ -63,7 +63,7 @@ from musicsearch.fileio import write_json
 from musicsearch.index.backends.numpy_exact import exact_top_k
 from musicsearch.index.embedder import Embedder, unit_rows
 from musicsearch.index.indexer import METADATA_FILE, Store
-from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, fold
+from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, connect_readonly, fold
 from musicsearch.index.store import VectorBackend
 
 __all__ = [
@@ -858,7 +858,7 @@ class FilterIndex:
     """
 
     def __init__(self, db_path: Path) -> None:
-        self._con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        self._con = connect_readonly(db_path, what="metadata database")  # works on a read-only store too
         rows = self._con.execute(
             "SELECT id, vector_id, year, duration FROM tracks WHERE vector_id IS NOT NULL ORDER BY id"
         ).fetchall()
@@ -1252,22 +1252,28 @@ class Searcher:
         if neg_vecs.shape[0]:
             fetch = max(fetch, 4 * k, k + 50)
         fetch = max(1, min(fetch, max(n_tracks, 1)))
-        scores, vids = self._rank(q, fetch, allowed)
-        scores, vids = scores.astype(np.float64), vids
-        keep = vids >= 0
-        scores, vids = scores[keep], vids[keep]
-        if neg_vecs.shape[0] and vids.size:
-            neg = self._score(store.tracks, neg_vecs, vids).astype(np.float64)  # (n_neg, M)
-            base = (neg_vecs @ cal.mean_vector).astype(np.float64)[:, None]  # (n_neg, 1)
-            penalty = np.maximum(0.0, neg - base).sum(axis=0)  # (M,)
-            scores = scores - negative_weight * penalty
-            order = np.lexsort((vids, -scores))
-            scores, vids = scores[order], vids[order]
+        while True:
+            scores, vids = self._rank(q, fetch, allowed)
+            scores, vids = scores.astype(np.float64), vids
+            keep = vids >= 0
+            scores, vids = scores[keep], vids[keep]
+            if neg_vecs.shape[0] and vids.size:
+                neg = self._score(store.tracks, neg_vecs, vids).astype(np.float64)  # (n_neg, M)
+                base = (neg_vecs @ cal.mean_vector).astype(np.float64)[:, None]  # (n_neg, 1)
+                penalty = np.maximum(0.0, neg - base).sum(axis=0)  # (M,)
+                scores = scores - negative_weight * penalty
+                order = np.lexsort((vids, -scores))
+                scores, vids = scores[order], vids[order]
+            # only committed tracks count: vectors saved by a commit still in progress (or cut short by a kill)
+            # have no track yet; when they took places, fetch deeper until k committed tracks remain
+            refs = store.db.lookup_vectors(vids)
+            hits = [(s, ref) for s, ref in zip(scores, refs) if ref is not None and ref.track.id != leave_out][:k]
+            if len(hits) >= k or fetch >= n_tracks:
+                break
+            fetch = min(n_tracks, 2 * fetch + k - len(hits))
         search_ms = (time.perf_counter() - t_search) * 1e3
 
         t_meta = time.perf_counter()
-        refs = store.db.lookup_vectors(vids)
-        hits = [(s, ref) for s, ref in zip(scores, refs) if ref is not None and ref.track.id != leave_out][:k]
         relevance = cal.relevance(np.array([s for s, _ in hits]), q, w) if hits else np.zeros(0)
         segments = self._segments(q, [ref.track for _, ref in hits])
         results = []
