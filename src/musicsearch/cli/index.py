@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import load_embedder
 from musicsearch.index.indexer import (
+    DECODE_TIMEOUT,
     default_workers,
     index_collection,
     merge_stores,
@@ -74,9 +76,34 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-windows", type=int, default=None, help="windows per track at most, for a new store (16)")
     p.add_argument("--prune", action="store_true", help="drop stored tracks whose files are gone from SOURCE")
     p.add_argument("--retry-failed", action="store_true", help="retry files that failed before and did not change")
+    p.add_argument(
+        "--rehash",
+        action="store_true",
+        help="hash every file again even if its size and modification time are unchanged (finds same-size edits "
+        "whose modification time was restored; changed files are re-embedded)",
+    )
+    p.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=DECODE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on a file that takes longer to read and decode (default {DECODE_TIMEOUT:g}; 0: no limit)",
+    )
     p.add_argument("--commit-every", type=int, default=256, help="commit after this many tracks (default: 256)")
     p.add_argument(
         "--map", choices=("pca", "umap", "none"), default="pca", help="2-D map of the collection to precompute"
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="decode and embed on a Ray cluster (pip install 'musicsearch[cluster]'): no ADDRESS starts Ray on this "
+        "machine, 'auto' joins this node's cluster, ray://HOST:10001 a remote one (docs/scaling.md)",
+    )
+    p.add_argument(
+        "--ray-actors", type=int, default=None, help="embedding actors with --ray (default: one per GPU, else CPUs/4)"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -128,8 +155,15 @@ def run(args: argparse.Namespace) -> int:
     shard = shard_from_env() if args.shard_from_env else None if args.shard is None else parse_shard(args.shard)
     base = args.store.expanduser()
     store = base if shard is None else shard_store_path(base, shard)
+    index_fn: Any = index_collection
+    if args.ray is not None:  # checked before loading the model: without Ray, say at once how to install it
+        from musicsearch.index.cluster import RayOptions, import_ray, index_collection_ray
+
+        import_ray()
+        ray_options = RayOptions(address=None if args.ray == "local" else args.ray, actors=args.ray_actors)
+        index_fn = functools.partial(index_collection_ray, options=ray_options)
     embedder = load_embedder(store_model(store, args.model), batch_size=args.batch_size, device=args.device)
-    report = index_collection(
+    report = index_fn(
         args.source.expanduser(),
         store,
         model=embedder,
@@ -139,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         max_windows=args.max_windows,
         prune=args.prune,
         retry_failed=args.retry_failed,
+        rehash=args.rehash,
+        decode_timeout=args.decode_timeout or None,
         commit_tracks=args.commit_every,
         progress=True,
         shard=shard,
