@@ -60,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if args.no_serve:
         print("\n4/4 skipped the web page (--no-serve)")
         return 0
-    import uvicorn
-
-    from musicsearch.search.service import create_app
+    from musicsearch.search.service import build_server, create_app, default_allowed_hosts
 
     print(f"\n4/4 serving the web page at http://{args.host}:{args.port}/  (Ctrl-C to stop)")
     sys.stdout.flush()
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
+    app = create_app(store, allowed_hosts=default_allowed_hosts(args.host))
+    try:
+        build_server(app, host=args.host, port=args.port).run()  # serve's limits and timeouts
+    finally:
+        app.state.searcher.close()
     return 0
