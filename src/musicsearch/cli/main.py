@@ -44,8 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: object) -> str:
+    """An error message on one line, whatever it quotes (a path with newlines, undecodable bytes: ``\\udcff``)."""
+    text = " ".join(str(message).split("\n")).strip()
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI in-process and return its exit status (tests call this directly)."""
+    """Run the CLI in-process and return its exit status (tests call this directly).
+
+    Bad input (a :class:`~musicsearch.errors.MusicSearchError`) exits with status 2 and one line on stderr, no
+    traceback; so does an operating-system error (a full disk, a folder without permission) with status 1.
+    Arguments that are not valid UTF-8 reach the commands as lone surrogates (Python's ``surrogateescape``) and
+    are refused by them as such.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     # our own log lines at INFO (-v: DEBUG); other libraries' only from WARNING up (-vv: everything at DEBUG)
@@ -61,8 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MusicSearchError as exc:
-        print(f"musicsearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"musicsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"musicsearch {args.command}: error: {_one_line(exc.strerror or exc)}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"musicsearch {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from musicsearch.errors import MusicSearchError
-from musicsearch.search.api import MAX_K, NO_MATCH_THRESHOLD, Searcher
+from musicsearch.search.api import MAX_K, NO_MATCH_THRESHOLD, Searcher, parse_filters, parse_query
 
 
 def add_parser(subparsers: Any) -> None:
@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("text", nargs="?", default=None, help="what to look for, e.g. 'calm piano, no vocals'")
-    p.add_argument("--store", required=True, help="store directory built by `musicsearch index`")
+    p.add_argument("--store", required=True, help="store directory built by `musicsearch index` (~ allowed)")
     p.add_argument("--model", default=None, help="model (default: the store's own; another one is refused)")
     p.add_argument("-k", type=int, default=10, help=f"number of results (1 to {MAX_K}; default: 10)")
     p.add_argument("--like", default=None, help="example: an audio file, or the track id of an indexed track")
@@ -46,9 +46,19 @@ def _clock(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Search and print a table (or JSON)."""
+    """Search and print a table (or JSON).
+
+    The text, ``-k`` and ``--filter`` are checked before the store and its model are opened, so bad input (an
+    empty or huge query, undecodable bytes, a bad filter) fails at once with one line. Paths (``--store``,
+    ``--like``, ``--model``) may start with ``~``.
+    """
     if args.text is None and args.like is None:
         raise MusicSearchError("give a text query, --like FILE_OR_TRACK_ID, or both")
+    if args.text is not None:
+        parse_query(args.text)
+    parse_filters(args.filter or None)
+    if not 1 <= args.k <= MAX_K:
+        raise MusicSearchError(f"-k {args.k}: give a number of results from 1 to {MAX_K}")
     with Searcher.open(args.store, model=args.model) as searcher:
         resp = searcher.search(args.text, args.like, args.k, args.filter or None, text_weight=args.text_weight)
     if args.json:
