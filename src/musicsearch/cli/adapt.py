@@ -37,6 +37,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--recipe", choices=("finetune", "soft"), default="finetune",
+                   help="finetune: the whole student on thresholded pseudo-tags; soft: a pretrained musicnn tower's "
+                        "head on cached features with the teachers' soft targets (docs/adapt.md)")  # fmt: skip
+    p.add_argument("--tower", default="musicnn-both-small", help="musicnn tower preset of --recipe soft")
+    p.add_argument("--soft-weight", type=float, default=1.0, help="weight of the soft-target loss (--recipe soft)")
     p.set_defaults(func=run)
 
 
@@ -61,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         device=args.device,
+        recipe=args.recipe,
+        tower=args.tower,
+        soft_weight=args.soft_weight,
     )
     bar: Any = None
 

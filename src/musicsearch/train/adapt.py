@@ -64,6 +64,12 @@ class AdaptConfig:
         seed: the one seed (splits, corpus choice, training).
         workers: decoding processes for the cache.
         device: ``auto``, ``cpu`` or ``cuda``.
+        recipe: ``finetune``: fine-tune the whole student on thresholded pseudo-tags (above); ``soft``: a
+            pretrained musicnn tower (``tower``) whose head learns from cached backbone features with the
+            teachers' soft targets, pseudo-captions and corpus text (:mod:`musicsearch.train.heads`; ``epochs``
+            are then head epochs, ``lr`` the head's learning rate).
+        tower: (``soft``) the musicnn tower preset; its text side (and joined own tower) come from ``model``.
+        soft_weight: (``soft``) weight of the soft-target loss.
     """
 
     audio: str
@@ -84,6 +90,9 @@ class AdaptConfig:
     seed: int = 0
     workers: int = 2
     device: str = "auto"
+    recipe: str = "finetune"
+    tower: str = "musicnn-both-small"
+    soft_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,10 @@ def adapt(cfg: AdaptConfig, *, progress: Callable[[int, int], None] | None = Non
     mcfg = base.model.config
     if mcfg.objective == "classification":
         raise ConfigError("adapt fine-tunes a joint-embedding model (contrastive or triplet), not a classifier")
+    if cfg.recipe == "soft":
+        return _adapt_soft(cfg, base, out)
+    if cfg.recipe != "finetune":
+        raise ConfigError(f"recipe must be 'finetune' or 'soft', got {cfg.recipe!r}")
     preset = preset_of(mcfg)
     window_seconds = mcfg.audio.window_samples / 16000.0
 
@@ -319,6 +332,68 @@ def adapt(cfg: AdaptConfig, *, progress: Callable[[int, int], None] | None = Non
         },
     )
     return result
+
+
+def _adapt_soft(cfg: AdaptConfig, base: Any, out: Path) -> AdaptResult:
+    """The ``soft`` recipe: windows every ``hop_seconds`` (split by recording), corpus windows, cached musicnn
+    features, head training (:func:`musicsearch.train.heads.train_head`); the model lands in ``out/run``."""
+    import shutil
+
+    from musicsearch.train.heads import HeadTrainConfig, build_tower, extract_features, train_head
+
+    recordings = _recordings(cfg.audio)
+    splits = split_recordings(
+        [t.track_id for t in recordings], valid=cfg.valid_fraction, test=cfg.test_fraction, seed=cfg.seed
+    )
+    window = 3.0
+    real: list[Track] = []
+    failed: list[tuple[str, str]] = []
+    for t in recordings:
+        try:
+            dur = _seconds(t)
+        except MusicSearchError as exc:
+            log.warning("cannot read %s (%s); skipping it", t.track_id, exc)
+            failed.append((t.track_id, str(exc)))
+            continue
+        starts = [0.0] if dur <= window else np.arange(0.0, dur - window + 1e-9, cfg.hop_seconds)
+        offset = t.start or 0.0
+        real += [
+            Track(f"real:{t.track_id}@{offset + s:.2f}", t.audio_path, split=splits[t.track_id],
+                  start=offset + float(s), end=offset + float(s) + window, metadata={"track": t.track_id})
+            for s in starts
+        ]  # fmt: skip
+    if not real:
+        raise MusicSearchError(f"no recording of {cfg.audio} could be read")
+    corpus_manifest = _corpus(cfg, out)
+    rng = np.random.default_rng(cfg.seed)
+    corpus = []
+    for t in read_manifest(corpus_manifest):
+        if t.split in ("train", "valid", None) and t.tags and len(corpus) < cfg.max_corpus:
+            s = float(rng.uniform(0.0, max(0.0, float(t.metadata.get("duration", 10.0)) - window)))
+            corpus.append(dataclasses.replace(t, track_id=f"corpus:{t.track_id}", start=s, end=s + window))
+    write_manifest(out / "windows.jsonl", real)
+    write_manifest(out / "corpus_windows.jsonl", corpus)
+    tower = build_tower(cfg.tower, base.model)
+    real_feats = extract_features(tower, real, out / "features" / "real")
+    corpus_feats = extract_features(tower, corpus, out / "features" / "corpus") if corpus else None
+    hcfg = HeadTrainConfig(preset=cfg.tower, feature_preset=cfg.tower, epochs=cfg.epochs, lr=cfg.lr,
+                           batch_size=cfg.batch_size, soft_weight=cfg.soft_weight, floor=cfg.floor,
+                           ceiling=cfg.ceiling, max_tags=cfg.max_tags, seed=cfg.seed)  # fmt: skip
+    summary = train_head(hcfg, base.model, real, real_feats, corpus, corpus_feats, out_dir=out, name="soft")
+    (out / "run").mkdir(exist_ok=True)
+    shutil.copyfile(out / "soft.safetensors", out / "run" / "best.safetensors")
+    write_json(out / "adapt.json", {"config": dataclasses.asdict(cfg), "base_model": base.info(), **summary})
+    n_windows = {s: sum(1 for w in real if w.split == s) for s in ("train", "valid", "test")}
+    return AdaptResult(
+        checkpoint=out / "run" / "best.safetensors",
+        manifest=out / "windows.jsonl",
+        real_test=out / "real_test.jsonl",
+        n_windows={**n_windows, "unlabelled": 0},
+        n_corpus={s: sum(1 for w in corpus if w.split == s) for s in ("train", "valid")},
+        hours=sum(_seconds(t) for t in recordings if t.track_id not in dict(failed)) / 3600.0,
+        failed=failed,
+        tag_counts={},
+    )
 
 
 def _seconds(track: Track) -> float:

@@ -1,0 +1,462 @@
+"""Train a pretrained (musicnn) audio tower's head on cached backbone features, with soft teacher targets.
+
+The recipe of issue 13, for a frozen backbone (``backbone_trainable=False``), in three steps:
+
+1. :func:`extract_features`: every training window (3 s of a real recording, or of a procedural corpus clip) is
+   run once through the tower's backbone, which for a ``musicnn-both*`` tower *is* the pair of teachers: one pass
+   gives the features the head learns from and both teachers' tag probabilities for that window (the backbone
+   reproduces :class:`~musicsearch.teachers.tagger.MusicnnTagger` on the window, tested). Results are cached in
+   ``.npz`` chunks, so an interrupted run resumes.
+2. :func:`train_head`: the head (and the audio projector) is trained from those features, the text tower frozen
+   (the starting model's, so every word it knew keeps its place in the joint space; its outputs are cached per
+   text). Each batch mixes
+
+   * corpus windows with a stochastic text of their true tags (or one of their captions): contrastive loss;
+   * real windows with a pseudo-caption of their confident teacher tags (calibrated per tag without labels,
+     :func:`~musicsearch.teachers.pseudolabel.calibrate_thresholds`): contrastive loss;
+   * real windows' soft targets: binary cross-entropy between ``sigmoid(s * cos(audio, text(tag)) + c)`` and the
+     teachers' probabilities over all their tags written as natural text
+     (:mod:`musicsearch.losses.soft_targets`, :mod:`musicsearch.teachers.tagtext`).
+3. The result is an ordinary :class:`~musicsearch.models.dual_encoder.TextToMusic` (the backbone weights inside),
+   saved with :func:`~musicsearch.models.checkpoint.save_model`; indexing, search and evaluation use it unchanged.
+
+Training costs seconds per epoch on a CPU once the features exist; the features cost one backbone pass per window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musicsearch.audio.io import load_audio
+from musicsearch.data.manifest import Track
+from musicsearch.errors import ConfigError, MusicSearchError
+from musicsearch.fileio import atomic_write
+
+__all__ = [
+    "BackboneFeatures",
+    "HeadTrainConfig",
+    "build_tower",
+    "extract_features",
+    "feature_columns",
+    "load_features",
+    "load_window",
+    "train_head",
+]
+
+log = logging.getLogger(__name__)
+
+
+def load_window(track: Track, window_samples: int) -> np.ndarray:
+    """``(window_samples,)`` float32 at 16 kHz from ``track.start`` (zero-padded at the file's end).
+
+    Raises:
+        AudioError: the file cannot be decoded.
+    """
+    wave = load_audio(track.audio_path, offset=track.start or 0.0, duration=window_samples / 16000.0)
+    out = np.zeros(window_samples, dtype=np.float32)
+    out[: min(window_samples, wave.size)] = wave[:window_samples]
+    return out
+
+
+@dataclass(frozen=True)
+class BackboneFeatures:
+    """Cached backbone outputs of N windows.
+
+    Attributes:
+        ids: ``(N,)`` window ids (the tracks' ``track_id``), in input order.
+        features: ``(N, backbone_dim)`` float32.
+        probs: ``(N, n_backbones * 50)`` float32 teacher probabilities, backbone (config) order.
+    """
+
+    ids: list[str]
+    features: np.ndarray
+    probs: np.ndarray
+
+
+def build_tower(preset: str, base: Any) -> Any:
+    """A model with the ``musicnn`` audio tower ``preset``, the pretrained networks loaded, and from the trained
+    model ``base``: the whole text side (encoder, projector), the temperature and, for a joined tower, the own
+    audio tower (``base``'s must have the same architecture).
+
+    Raises:
+        ConfigError: ``preset`` is not a musicnn tower, or a joined own tower does not match ``base``'s.
+    """
+    from musicsearch.models.checkpoint import load_state_strict
+    from musicsearch.models.registry import PRESETS, build_model
+
+    audio, _ = PRESETS.get(preset)()
+    if audio.kind != "musicnn":
+        raise ConfigError(f"{preset!r} is not a musicnn tower preset (musicnn-mtt, musicnn-msd, musicnn-both, ...)")
+    cfg = base.config.replace(name=f"{preset}-{base.config.objective}-soft", audio=audio)
+    model = build_model(cfg, pretrained_text=False, pretrained_audio=True)
+    state = {k: v for k, v in base.state_dict().items() if k.startswith(("text_encoder.", "text_projector."))}
+    if "logit_scale" in base.state_dict():
+        state["logit_scale"] = base.state_dict()["logit_scale"]
+    missing = {k for k in model.state_dict() if not k.startswith(("text_encoder.", "text_projector.", "logit_scale"))}
+    missing |= {"head.logit_scale"}
+    load_state_strict(model, state, source="the base model's text tower", allow_missing=missing)
+    enc = model.audio_encoder
+    if enc.own is not None:
+        own = {k[len("audio_encoder.") :]: v for k, v in base.state_dict().items() if k.startswith("audio_encoder.")}
+        load_state_strict(enc.own, own, source="the base model's audio tower (joined as the own tower)")
+    return model
+
+
+def extract_features(
+    model: Any,
+    windows: Sequence[Track],
+    cache_dir: str | Path,
+    *,
+    chunk: int = 64,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> BackboneFeatures:
+    """Backbone features and teacher probabilities of every window, cached in ``cache_dir`` (resumable).
+
+    Args:
+        model: a model with a ``musicnn`` audio tower (:func:`build_tower`).
+        windows: tracks whose ``start`` marks a window of ``window_samples`` (ids must be unique).
+        cache_dir: one ``chunk-<i>.npz`` per ``chunk`` windows; a chunk already there is read back if it holds
+            the same ids.
+        chunk: windows per cache file.
+        batch_size: windows per forward pass.
+        progress: called with ``(done, total)`` windows after each chunk.
+
+    Raises:
+        MusicSearchError: a window cannot be decoded (the message names it).
+    """
+    enc = model.audio_encoder
+    n_samples = model.config.audio.window_samples
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    feats, probs = [], []
+    for c, a in enumerate(range(0, len(windows), chunk)):
+        part = windows[a : a + chunk]
+        ids = [w.track_id for w in part]
+        path = folder / f"chunk-{c:05d}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                if list(z["ids"]) == ids:
+                    feats.append(z["features"])
+                    probs.append(z["probs"])
+                    continue
+        try:
+            wave = np.stack([load_window(w, n_samples) for w in part])
+        except Exception as exc:
+            raise MusicSearchError(f"cannot decode a window of {part[0].audio_path} ... for features: {exc}") from None
+        f_parts, p_parts = [], []
+        model.eval()
+        with torch.inference_mode():
+            for b in range(0, len(part), batch_size):
+                f, logits = enc.backbone(torch.from_numpy(wave[b : b + batch_size]))
+                f_parts.append(f.float().numpy())
+                p_parts.append(torch.sigmoid(torch.cat(logits, dim=1)).float().numpy())
+        f_arr, p_arr = np.concatenate(f_parts), np.concatenate(p_parts)
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, ids=np.array(ids), features=f_arr, probs=p_arr)
+        feats.append(f_arr)
+        probs.append(p_arr)
+        if progress is not None:
+            progress(min(a + chunk, len(windows)), len(windows))
+    return BackboneFeatures(
+        ids=[w.track_id for w in windows],
+        features=np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
+        probs=np.concatenate(probs) if probs else np.zeros((0, 0), np.float32),
+    )
+
+
+def load_features(windows: Sequence[Track], cache_dir: str | Path, *, chunk: int = 64) -> BackboneFeatures:
+    """Read back what :func:`extract_features` cached for ``windows`` (same order and chunking).
+
+    Raises:
+        MusicSearchError: a chunk is missing or holds other windows (run the extraction again).
+    """
+    feats, probs = [], []
+    for c, a in enumerate(range(0, len(windows), chunk)):
+        path = Path(cache_dir) / f"chunk-{c:05d}.npz"
+        ids = [w.track_id for w in windows[a : a + chunk]]
+        if not path.is_file():
+            raise MusicSearchError(f"feature chunk {path} is missing; run the feature extraction first")
+        with np.load(path) as z:
+            if list(z["ids"]) != ids:
+                raise MusicSearchError(f"feature chunk {path} holds other windows; extract the features again")
+            feats.append(z["features"])
+            probs.append(z["probs"])
+    return BackboneFeatures([w.track_id for w in windows], np.concatenate(feats), np.concatenate(probs))
+
+
+def feature_columns(source: Any, target: Any) -> np.ndarray:
+    """Columns of ``source``'s cached backbone features that make ``target``'s (both ``musicnn`` audio configs).
+
+    ``target``'s backbones must be among ``source``'s, with the same read-out layer; a joined own tower must be
+    in both.
+
+    Raises:
+        ConfigError: ``target`` needs features ``source`` did not compute.
+    """
+    from musicsearch.models.musicnn_tower import _LAYER_DIM
+
+    if source.backbone_layer != target.backbone_layer or (target.join_own and not source.join_own):
+        raise ConfigError("the cached features were read out at another layer or without the own tower")
+    size = _LAYER_DIM[source.backbone_layer]
+    cols: list[np.ndarray] = []
+    for name in target.backbones:
+        if name not in source.backbones:
+            raise ConfigError(f"the cached features have no {name} backbone; extract them with it")
+        i = source.backbones.index(name)
+        cols.append(np.arange(i * size, (i + 1) * size))
+    if target.join_own:
+        start = len(source.backbones) * size
+        cols.append(np.arange(start, start + source.width_own))
+    return np.concatenate(cols)
+
+
+@dataclass(frozen=True)
+class HeadTrainConfig:
+    """What :func:`train_head` does.
+
+    Attributes:
+        preset: the tower to train (a ``musicnn-*`` preset).
+        feature_preset: the tower whose backbone features were cached (``preset``'s features are its columns).
+        epochs: passes over the training windows; the epoch with the lowest validation loss is kept.
+        batch_size: windows per step (real and corpus mixed).
+        lr: AdamW learning rate (cosine decay to 0).
+        weight_decay: AdamW weight decay.
+        soft_weight: weight of the soft-target loss (0 trains on pseudo-captions and corpus text only).
+        pseudo_captions: train real windows contrastively on captions of their confident teacher tags.
+        floor: lowest per-tag threshold of the confident tags.
+        ceiling: highest per-tag threshold.
+        max_tags: most confident tags a window keeps.
+        caption_share: chance that a corpus window's text is one of its captions rather than a stochastic tag text.
+        seed: the one seed (initialisation, batches, text sampling).
+    """
+
+    preset: str = "musicnn-both-small"
+    feature_preset: str = "musicnn-both-small"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    soft_weight: float = 1.0
+    pseudo_captions: bool = True
+    floor: float = 0.2
+    ceiling: float = 0.5
+    max_tags: int = 10
+    caption_share: float = 0.3
+    seed: int = 0
+
+
+class _TextCache:
+    """Frozen text-side embeddings (joint space, L2-normalised), computed once per distinct string."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        from musicsearch.models.inference import embed_texts
+
+        new = sorted({t for t in texts if t not in self.cache})
+        if new:
+            emb = torch.from_numpy(embed_texts(self.model, new, batch_size=128))
+            for t, e in zip(new, F.normalize(emb, dim=-1)):
+                self.cache[t] = e
+        return torch.stack([self.cache[t] for t in texts])
+
+
+def train_head(
+    cfg: HeadTrainConfig,
+    base: Any,
+    real: Sequence[Track],
+    real_feats: BackboneFeatures,
+    corpus: Sequence[Track] = (),
+    corpus_feats: BackboneFeatures | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    name: str = "model",
+) -> dict[str, Any]:
+    """Train a musicnn tower's head on cached features (module docstring) and save the model.
+
+    Args:
+        cfg: the settings.
+        base: the trained model whose text side (and, for a joined tower, own audio tower) the new model keeps.
+        real: the real windows (``split`` train / valid / test; test windows are never trained on).
+        real_feats: their cached features and teacher probabilities (:func:`extract_features`).
+        corpus: corpus windows with their true tags and captions (``split`` train / valid).
+        corpus_feats: their cached features.
+        out_dir: where ``<name>.safetensors`` (float32), ``<name>.json`` (the log) and, once,
+            ``real_test.jsonl`` (the held-out windows with the teachers' calibrated tags) are written.
+        name: file stem of the outputs.
+
+    Returns:
+        A JSON-ready summary: config, windows per split, epochs' losses, best epoch, seconds, checkpoint path.
+
+    Raises:
+        ConfigError: bad settings, or features that do not match the windows.
+    """
+    from musicsearch.losses.contrastive import info_nce
+    from musicsearch.losses.soft_targets import SoftTargetHead
+    from musicsearch.models.checkpoint import save_model
+    from musicsearch.models.registry import PRESETS
+    from musicsearch.teachers.musicnn import labels_for
+    from musicsearch.teachers.pseudolabel import (
+        PseudoLabels,
+        calibrate_thresholds,
+        confident_tags,
+        merge_probs,
+        merged_vocabulary,
+        pseudo_tracks,
+    )
+    from musicsearch.teachers.tagtext import teacher_tag_texts
+    from musicsearch.text.sampling import sample_stochastic
+
+    if cfg.epochs < 1 or cfg.batch_size < 2:
+        raise ConfigError("train_head needs epochs >= 1 and batch_size >= 2")
+    if len(real) != real_feats.features.shape[0] or (corpus and corpus_feats is None):
+        raise ConfigError("every window needs its cached features (extract_features)")
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    source_audio, _ = PRESETS.get(cfg.feature_preset)()
+    model = build_tower(cfg.preset, base)
+    cols = torch.from_numpy(feature_columns(source_audio, model.config.audio))
+
+    # teachers' probabilities -> soft targets (all tags, natural text) and confident tags (merged vocabulary)
+    teachers = list(source_audio.backbones)
+    tag_texts = teacher_tag_texts([labels_for(t) for t in teachers])
+    vocab, columns = merged_vocabulary([labels_for(t) for t in teachers])
+    per_teacher = [real_feats.probs[:, 50 * i : 50 * (i + 1)] for i in range(len(teachers))]
+    merged = merge_probs(per_teacher, columns, len(vocab))
+    thresholds = calibrate_thresholds(merged, floor=cfg.floor, ceiling=cfg.ceiling)
+    real_tags = [confident_tags(merged[i], vocab, thresholds, max_tags=cfg.max_tags) for i in range(len(real))]
+    if out_dir is not None and not (Path(out_dir) / "real_test.jsonl").is_file():
+        from musicsearch.data.manifest import write_manifest
+
+        labels = PseudoLabels(
+            tags=vocab,
+            track_ids=[str(w.metadata.get("track", w.track_id)) for w in real],
+            audio_paths=[w.audio_path for w in real],
+            starts=np.array([w.start or 0.0 for w in real]),
+            window_seconds=3.0,
+            probs=merged,
+            failed=[],
+        )
+        split_of = {str(w.metadata.get("track", w.track_id)): w.split for w in real}
+        tests = [t for t in pseudo_tracks(labels, thresholds, max_tags=cfg.max_tags, splits=split_of, id_prefix="real:")
+                 if t.split == "test"]  # fmt: skip
+        write_manifest(Path(out_dir) / "real_test.jsonl", tests)
+
+    feats = torch.from_numpy(real_feats.features)[:, cols]
+    probs = torch.from_numpy(real_feats.probs)
+    n_real = feats.shape[0]
+    c_feats = torch.from_numpy(corpus_feats.features)[:, cols] if corpus_feats is not None and corpus else None
+    all_feats = torch.cat([feats, c_feats]) if c_feats is not None else feats
+    splits = [w.split for w in real] + [w.split or "train" for w in corpus]
+    train_idx = np.array([i for i, s in enumerate(splits) if s == "train"])
+    valid_idx = np.array([i for i, s in enumerate(splits) if s == "valid"])
+    if train_idx.size == 0:
+        raise ConfigError("no training windows (split 'train')")
+
+    text_cache = _TextCache(model)
+    tag_emb = text_cache(tag_texts)  # (K, D), frozen
+    soft = SoftTargetHead()
+    params = [*model.audio_encoder.head.parameters(), *model.audio_projector.parameters(), *soft.parameters()]
+    if hasattr(model, "logit_scale"):
+        params.append(model.logit_scale)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-train_idx.size // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+
+    def text_of(i: int, r: np.random.Generator, train: bool) -> str | None:
+        if i < n_real:
+            tags = real_tags[i]
+            if not tags or not cfg.pseudo_captions:
+                return None
+            return sample_stochastic(tags, r, train=train)
+        t = corpus[i - n_real]
+        if t.captions and r.random() < cfg.caption_share:
+            return str(t.captions[int(r.integers(len(t.captions)))])
+        return sample_stochastic(list(t.tags), r, train=train) if t.tags else None
+
+    def batch_loss(idx: np.ndarray, r: np.random.Generator, train: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        audio = model.audio_projector(model.audio_encoder.head_forward(all_feats[idx]))  # (B, D)
+        texts = [text_of(int(i), r, train) for i in idx]
+        has = [k for k, t in enumerate(texts) if t is not None]
+        stats: dict[str, float] = {}
+        loss = audio.new_zeros(())
+        if len(has) >= 2:
+            a = F.normalize(audio[has], dim=-1)
+            t = text_cache([texts[k] for k in has])  # type: ignore[misc]
+            scale = model.logit_scale.exp().clamp(max=model.config.max_logit_scale)
+            c = info_nce(a, t, scale)
+            loss = loss + c
+            stats["contrastive"] = float(c.detach())
+        real_rows = [k for k, i in enumerate(idx) if i < n_real]
+        if real_rows and cfg.soft_weight > 0:
+            s = soft(audio[real_rows], tag_emb, probs[idx[real_rows]])
+            loss = loss + cfg.soft_weight * s
+            stats["soft"] = float(s.detach())
+        return loss, stats
+
+    history = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = train_idx[rng.permutation(train_idx.size)]
+        tot: dict[str, float] = {}
+        for a in range(0, order.size, cfg.batch_size):
+            loss, stats = batch_loss(order[a : a + cfg.batch_size], rng, True)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            for k, v in stats.items():
+                tot[k] = tot.get(k, 0.0) + v / steps_per_epoch
+        model.eval()
+        with torch.no_grad():
+            vr = np.random.default_rng(cfg.seed + 1)  # the same validation texts every epoch
+            vals = [batch_loss(valid_idx[a : a + cfg.batch_size], vr, False)[0].item()
+                    for a in range(0, valid_idx.size, cfg.batch_size)] if valid_idx.size else [0.0]  # fmt: skip
+        val = float(np.mean(vals))
+        history.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in tot.items()}, "valid": round(val, 4)})
+        log.info("head epoch %d: %s", epoch + 1, history[-1])
+        if best is None or val < best[0]:
+            keep = ("audio_encoder.head.", "audio_projector.", "logit_scale")
+            best = (val, epoch + 1, {k: v.clone() for k, v in model.state_dict().items() if k.startswith(keep)})
+    assert best is not None
+    model.load_state_dict({**model.state_dict(), **best[2]})
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    summary: dict[str, Any] = {
+        "config": dataclasses.asdict(cfg),
+        "windows": {s: int(sum(1 for x in splits if x == s)) for s in ("train", "valid", "test")},
+        "real_windows": n_real,
+        "corpus_windows": len(corpus),
+        "history": history,
+        "best_epoch": best[1],
+        "best_valid": best[0],
+        "soft_scale_bias": [float(soft.log_scale.detach().exp()), float(soft.bias.detach())],
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    if out_dir is not None:
+        path = Path(out_dir) / f"{name}.safetensors"
+        summary["checkpoint"] = str(path)
+        summary["sha256"] = save_model(model, path, meta={"recipe": "musicsearch.train.heads", **summary})
+        (Path(out_dir) / f"{name}.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
