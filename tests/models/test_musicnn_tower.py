@@ -14,7 +14,14 @@ from musicsearch.models.musicnn_tower import MusicnnAudioEncoder, backbone_dim
 from musicsearch.models.registry import PRESETS, build_model, model_config
 from musicsearch.teachers.musicnn import log_mel, log_mel_batch
 
-TOWERS = ("musicnn-mtt", "musicnn-msd", "musicnn-both", "musicnn-both-small", "musicnn-msd-small")
+TOWERS = (
+    "musicnn-mtt",
+    "musicnn-msd",
+    "musicnn-both",
+    "musicnn-both-small",
+    "musicnn-msd-small",
+    "musicnn-both-small-residual",
+)
 
 
 def _model(preset: str, **audio: object) -> torch.nn.Module:
@@ -106,9 +113,10 @@ def test_deterministic_and_batch_independent() -> None:
     torch.testing.assert_close(singles, a, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("half", [False, True])
-def test_checkpoint_round_trip(tmp_path, half: bool) -> None:
-    model = _model("musicnn-both-small").eval()
+@pytest.mark.parametrize(("preset", "half"), [("musicnn-both-small", False), ("musicnn-both-small", True),
+                                               ("musicnn-msd-small-residual", False)])  # fmt: skip
+def test_checkpoint_round_trip(tmp_path, preset: str, half: bool) -> None:
+    model = _model(preset).eval()
     path = tmp_path / "m.safetensors"
     save_model(model, path, half=half)
     loaded = load_model_file(path)

@@ -26,6 +26,19 @@ def test_feature_columns_slice_the_cached_layout() -> None:
         feature_columns(msd, both_small)
 
 
+def test_residual_tower_starts_as_the_base_model() -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    from musicsearch.train.heads import build_tower
+
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert")).eval()
+    tower = build_tower("musicnn-msd-small-residual", base).eval()
+    x = 0.1 * torch.randn(2, 48_000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(tower.encode_audio(x), base.encode_audio(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(tower.encode_text(["slow piano"]), base.encode_text(["slow piano"]))
+
+
 def _windows(n: int, split_of: dict[int, str], prefix: str, tags: bool) -> list[Track]:
     return [
         Track(

@@ -39,6 +39,9 @@ class AudioEncoderConfig:
             its clip feature to the backbone features before the head.
         head_dropout: (``musicnn``) dropout on the concatenated features before the head.
         width_own: (``musicnn`` with ``join_own``) the joined transformer tower's width.
+        own_residual: (``musicnn`` with ``join_own``) the own tower also keeps its own projection into the joint
+            space (``own_projector``, e.g. the trained model's), and the head's projection is added to it: the
+            tower starts as the own model and the pretrained networks add what they know.
         mel: front-end parameters.
         window_samples: input window in samples at 16 kHz (9.91 s = 158,560 in the paper).
         conv_channels: channels of every residual conv block.
@@ -59,6 +62,7 @@ class AudioEncoderConfig:
     join_own: bool = False
     head_dropout: float = 0.1
     width_own: int = 128
+    own_residual: bool = False
     window_samples: int = 158_560
     conv_channels: int = 128
     n_conv_blocks: int = 4
@@ -162,6 +166,8 @@ class ModelConfig:
                 )
             if self.audio.backbone_layer not in ("pool", "dense"):
                 raise ConfigError(f"backbone_layer must be 'pool' or 'dense', got {self.audio.backbone_layer!r}")
+            if self.audio.own_residual and not self.audio.join_own:
+                raise ConfigError("own_residual needs join_own (a joined own tower)")
             if self.audio.window_samples < 187 * 256:
                 raise ConfigError(
                     f"a musicnn tower needs windows of at least 47,872 samples (3 s), got {self.audio.window_samples}"

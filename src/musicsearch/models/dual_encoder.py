@@ -64,6 +64,10 @@ class TextToMusic(nn.Module):
         c = config
         self.audio_encoder: nn.Module = build_audio_encoder(c.audio)
         self.audio_projector = projector(c.audio.width, c.joint_dim)
+        #: the joined own tower's projection (``musicnn`` towers with ``own_residual``), added to the head's
+        self.own_projector: nn.Sequential | None = None
+        if c.audio.kind == "musicnn" and c.audio.own_residual:
+            self.own_projector = projector(c.audio.width_own, c.joint_dim)
         self.text_encoder: nn.Module | None = None
         self.text_projector: nn.Sequential | None = None
         if c.text.kind == "transformer":
@@ -94,7 +98,17 @@ class TextToMusic(nn.Module):
     # --- embedding -------------------------------------------------------------------------------
     def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` float32 waveform windows at 16 kHz -> ``(B, joint_dim)`` embeddings (not normalised)."""
+        if self.own_projector is not None:
+            feats, _ = self.audio_encoder.backbone(wave)  # (B, backbone_dim), the own tower's feature last
+            return self.joint_from_features(feats)
         return self.audio_projector(self.audio_encoder(wave))
+
+    def joint_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """``musicnn`` towers: ``(B, backbone_dim)`` backbone features (e.g. cached) -> ``(B, joint_dim)``."""
+        out = self.audio_projector(self.audio_encoder.head_forward(feats))
+        if self.own_projector is not None:
+            out = out + self.own_projector(feats[:, -self.config.audio.width_own :])
+        return out
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """``N`` strings -> ``(N, joint_dim)`` embeddings (not normalised).

@@ -1,6 +1,8 @@
 """Model presets by name: ``paper`` (exact), ``small`` (CPU-trainable), ``debug`` (tiny, for tests), and the
 pretrained musicnn towers ``musicnn-mtt``, ``musicnn-msd``, ``musicnn-both`` (MSD and MTT concatenated) and
-``musicnn-both-small`` (both joined to a ``small`` tower), all 3 s windows, frozen backbones by default.
+``musicnn-both-small`` / ``musicnn-msd-small`` (joined to a ``small`` tower: features concatenated before the
+head) and ``musicnn-*-small-residual`` (the ``small`` tower keeps its own projection, the head's is added), all
+3 s windows, frozen backbones by default.
 
 A preset fixes the audio tower; objective, text encoder and text representation are chosen per call, so any of
 the paper's 3 x 2 x 3 variants is a config, not new code::
@@ -63,10 +65,16 @@ def _debug() -> tuple[AudioEncoderConfig, str]:
     )
 
 
-def _musicnn_tower(backbones: tuple[str, ...], *, join_own: bool) -> AudioEncoderConfig:
+def _musicnn_tower(backbones: tuple[str, ...], *, join_own: bool, residual: bool = False) -> AudioEncoderConfig:
     small, _ = _small()
     return dataclasses.replace(
-        small, kind="musicnn", backbones=backbones, join_own=join_own, width=512, width_own=small.width
+        small,
+        kind="musicnn",
+        backbones=backbones,
+        join_own=join_own,
+        own_residual=residual,
+        width=512,
+        width_own=small.width,
     )
 
 
@@ -75,6 +83,14 @@ PRESETS.add("musicnn-msd", lambda: (_musicnn_tower(("MSD_musicnn",), join_own=Fa
 PRESETS.add("musicnn-both", lambda: (_musicnn_tower(("MSD_musicnn", "MTT_musicnn"), join_own=False), "minilm"))
 PRESETS.add("musicnn-both-small", lambda: (_musicnn_tower(("MSD_musicnn", "MTT_musicnn"), join_own=True), "minilm"))
 PRESETS.add("musicnn-msd-small", lambda: (_musicnn_tower(("MSD_musicnn",), join_own=True), "minilm"))
+PRESETS.add(
+    "musicnn-both-small-residual",
+    lambda: (_musicnn_tower(("MSD_musicnn", "MTT_musicnn"), join_own=True, residual=True), "minilm"),
+)
+PRESETS.add(
+    "musicnn-msd-small-residual",
+    lambda: (_musicnn_tower(("MSD_musicnn",), join_own=True, residual=True), "minilm"),
+)
 
 
 TEXT_ENCODERS.add("bert", lambda tiny: TextEncoderConfig("transformer", "bert-base-uncased", "cls"))

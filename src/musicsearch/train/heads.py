@@ -26,6 +26,7 @@ Training costs seconds per epoch on a CPU once the features exist; the features 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -110,6 +111,13 @@ def build_tower(preset: str, base: Any) -> Any:
     if enc.own is not None:
         own = {k[len("audio_encoder.") :]: v for k, v in base.state_dict().items() if k.startswith("audio_encoder.")}
         load_state_strict(enc.own, own, source="the base model's audio tower (joined as the own tower)")
+    if model.own_projector is not None:
+        proj = {
+            k[len("audio_projector.") :]: v for k, v in base.state_dict().items() if k.startswith("audio_projector.")
+        }
+        load_state_strict(model.own_projector, proj, source="the base model's audio projector")
+        with torch.no_grad():  # the head's projection starts at zero: the tower starts as the base model
+            model.audio_projector[1].weight.zero_()
     return model
 
 
@@ -394,7 +402,7 @@ def train_head(
         return sample_stochastic(list(t.tags), r, train=train) if t.tags else None
 
     def batch_loss(idx: np.ndarray, r: np.random.Generator, train: bool) -> tuple[torch.Tensor, dict[str, float]]:
-        audio = model.audio_projector(model.audio_encoder.head_forward(all_feats[idx]))  # (B, D)
+        audio = model.joint_from_features(all_feats[idx])  # (B, D)
         texts = [text_of(int(i), r, train) for i in idx]
         has = [k for k, t in enumerate(texts) if t is not None]
         stats: dict[str, float] = {}
@@ -443,8 +451,14 @@ def train_head(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    listing = [[w.track_id, w.audio_path, w.start, w.split] for w in [*real, *corpus]]
     summary: dict[str, Any] = {
         "config": dataclasses.asdict(cfg),
+        "train_config": {"recipe": "musicsearch.train.heads.train_head", **dataclasses.asdict(cfg)},
+        # the training data's identity: SHA-256 of the JSON list of [id, file, start, split] of every window
+        "manifest_sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
+        "epoch": best[1],
+        "valid_loss": best[0],
         "windows": {s: int(sum(1 for x in splits if x == s)) for s in ("train", "valid", "test")},
         "real_windows": n_real,
         "corpus_windows": len(corpus),

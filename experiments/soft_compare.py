@@ -1,0 +1,147 @@
+"""Issue 13's comparison: candidate models with pretrained musicnn towers against the shipped ones.
+
+For every model: the procedural corpus' test split (tag retrieval top-50, sentence retrieval, unseen words), the
+held-out real recordings' windows against the teachers' calibrated tags (``OUT/real_test.jsonl`` of
+``experiments/soft_recipe.py``), genre agreement with the teachers on those recordings (the teachers' own genre
+words as text queries; the student's top genre per recording against the teachers' top genre, probabilities
+averaged over the recording's windows, from the cached features), and the eight shipped real recordings' MRR
+(``experiments/distill_compare.py``'s queries).
+
+Usage::
+
+    .venv/bin/python experiments/soft_compare.py --models default,procedural,cand=runs/soft/both-small.safetensors \
+        --soft runs/soft --corpus data/corpus/manifest.jsonl --out runs/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill_compare import _pct, librosa_mrr
+
+from musicsearch.fileio import write_json
+
+log = logging.getLogger("soft_compare")
+
+#: The teachers' genre tags (MSD and MTT), merged as in the pseudo-labels; each is its own text query.
+GENRES = ("rock", "pop", "electronic", "jazz", "metal", "folk", "ambient", "classical", "country", "blues",
+          "punk", "funk", "soul", "hip hop", "techno", "dance", "indie", "house", "r&b", "new age")  # fmt: skip
+
+
+def teacher_genres(soft_dir: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Held-out recordings, their windows' ids grouped, and the teachers' top genre index per recording."""
+    from musicsearch.data.manifest import read_manifest
+    from musicsearch.teachers.musicnn import MSD_LABELS, MTT_LABELS
+    from musicsearch.teachers.pseudolabel import merge_probs, merged_vocabulary
+    from musicsearch.train.heads import load_features
+
+    windows = read_manifest(soft_dir / "windows.jsonl")
+    feats = load_features(windows, soft_dir / "features" / "real")
+    vocab, columns = merged_vocabulary([MSD_LABELS, MTT_LABELS])
+    merged = merge_probs([feats.probs[:, :50], feats.probs[:, 50:100]], columns, len(vocab))
+    gcols = [vocab.index(g) for g in GENRES]
+    recs = sorted({str(w.metadata["track"]) for w in windows if w.split == "test"})
+    top = []
+    for r in recs:
+        rows = [i for i, w in enumerate(windows) if w.metadata["track"] == r]
+        top.append(int(np.argmax(merged[rows][:, gcols].mean(axis=0))))
+    return recs, [w.track_id for w in windows if w.split == "test"], np.array(top)
+
+
+def genre_agreement(model: Any, soft_dir: Path, recs: list[str], top: np.ndarray) -> float:
+    """Share of held-out recordings whose student top genre (mean window embedding vs genre texts) equals the
+    teachers'."""
+    from musicsearch.data.manifest import read_manifest
+    from musicsearch.models.inference import embed_texts, embed_windows, normalize
+    from musicsearch.train.heads import load_window
+
+    windows = [w for w in read_manifest(soft_dir / "windows.jsonl") if w.split == "test"]
+    wave = np.stack([load_window(w, model.config.audio.window_samples) for w in windows])
+    emb = embed_windows(model, wave, batch_size=16)
+    text = normalize(embed_texts(model, list(GENRES)))
+    hits = []
+    for r, t in zip(recs, top):
+        rows = [i for i, w in enumerate(windows) if w.metadata["track"] == r]
+        track = normalize(emb[rows].mean(axis=0, keepdims=True))
+        hits.append(int(np.argmax(track @ text.T)) == int(t))
+    return float(np.mean(hits))
+
+
+def evaluate(name: str, ref: str, args: argparse.Namespace, recs: list[str], top: np.ndarray) -> dict[str, Any]:
+    from musicsearch.eval.suites import SuiteOptions, run_suite
+    from musicsearch.models.loading import resolve_model
+
+    resolved = resolve_model(ref)
+    model = resolved.model
+    info = {**resolved.info(), "name": name}
+    out: dict[str, Any] = {"model": info}
+    t0 = time.perf_counter()
+    out["corpus"] = run_suite(model, "corpus", SuiteOptions(manifest=args.corpus, split="test", n_windows=3),
+                              model_info=info)["results"]["corpus"]  # fmt: skip
+    real_opts = SuiteOptions(manifest=str(Path(args.soft) / "real_test.jsonl"), split="test", n_windows=1,
+                             n_captions=200)  # fmt: skip
+    out["real"] = run_suite(model, "corpus", real_opts, model_info=info)["results"]["corpus"]
+    out["genre_agreement"] = genre_agreement(model, Path(args.soft), recs, top)
+    out["librosa"] = librosa_mrr(model)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        "| model | corpus tags top50 ROC / PR | corpus sentence R@10 | corpus unseen ROC | real held-out tags ROC / PR "
+        "| genre agreement with teachers | 8 real recordings MRR (top-1) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        c, real = r["corpus"], r["real"]
+        rows.append(
+            f"| {name} | {_pct(c['tags']['top50']['roc_auc'])} / {_pct(c['tags']['top50']['pr_auc'])} "
+            f"| {_pct(c['sentence']['R@10'])} | {_pct(c.get('unseen', {}).get('roc_auc'))} "
+            f"| {_pct(real['tags']['all']['roc_auc'])} / {_pct(real['tags']['all']['pr_auc'])} "
+            f"| {_pct(r['genre_agreement'])} | {r['librosa']['mrr']:.3f} ({_pct(r['librosa']['top1'])}) |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="default", help="comma-separated NAME or LABEL=REF")
+    ap.add_argument("--soft", default="runs/soft")
+    ap.add_argument("--corpus", default="data/corpus/manifest.jsonl")
+    ap.add_argument("--out", default="runs/compare")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recs, _, top = teacher_genres(Path(args.soft))
+    log.info("%d held-out recordings; teachers' top genres: %s", len(recs), [GENRES[i] for i in top])
+    results: dict[str, Any] = {}
+    for item in args.models.split(","):
+        label, _, ref = item.partition("=")
+        ref = ref or label
+        path = out / f"{label}.json"
+        if path.is_file():
+            results[label] = json.loads(path.read_text(encoding="utf-8"))
+            continue
+        results[label] = evaluate(label, ref, args, recs, top)
+        write_json(path, results[label])
+        log.info("%s done in %.0f s", label, results[label]["seconds"])
+    md = table(results)
+    (out / "report.md").write_text(md + "\n", encoding="utf-8")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
