@@ -16,8 +16,12 @@ Three ways over the same files, for each preset:
 share is ``decode / (decode + model)``. Wall time excludes loading the model and includes store creation, the
 worker pool's start and every commit.
 
+``--models`` measures trained models (shipped names, run folders or checkpoint files) beside the presets, e.g.
+the current and a candidate default in one run; ``--ways`` picks which of the three ways run.
+
 Usage:
     nice -n 19 python benchmarks/index_throughput.py --presets debug,small --tracks 48 --seconds 30
+    python benchmarks/index_throughput.py --presets "" --models default,runs/soft/cand.safetensors --ways batched
 """
 
 from __future__ import annotations
@@ -116,22 +120,37 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each excerpt")
     ap.add_argument("--workers", type=int, default=default_workers(), help="decoding processes of the pipeline")
     ap.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    ap.add_argument("--models", default="", help="trained models to measure too (names, run folders, files)")
+    ap.add_argument("--ways", default="naive,batched,pipeline", help="which ways to run")
     args = ap.parse_args()
+    ways = set(args.ways.split(","))
     scratch = Path(tempfile.mkdtemp(prefix="index_throughput_"))
     try:
         files = write_collection(scratch / "music", args.tracks, args.seconds)
         rows: list[Row] = []
-        for preset in args.presets.split(","):
+        todo = [("preset", p) for p in args.presets.split(",") if p] + [
+            ("model", m) for m in args.models.split(",") if m
+        ]
+        for kind, preset in todo:
             torch.manual_seed(0)
-            model = build_model(model_config(preset))
-            embedder = Embedder.from_model(model, source=f"untrained {preset}", batch_size=args.batch_size)
+            if kind == "preset":
+                model = build_model(model_config(preset))
+            else:
+                from musicsearch.models.loading import resolve_model
+
+                model = resolve_model(preset).model
+            embedder = Embedder.from_model(model, source=f"{kind} {preset}", batch_size=args.batch_size)
             plan = embedder.plan()
             print(f"[{preset}] {len(files)} tracks of {args.seconds:g} s ...", file=sys.stderr, flush=True)
             embed_windows(model, np.zeros((2, plan.window_samples), np.float32))  # warm-up
-            rows.append(naive(files, embedder, plan, preset))
-            rows.append(pipeline(scratch / "music", embedder, 0, preset, scratch, "batched"))
-            rows.append(pipeline(scratch / "music", embedder, args.workers, preset, scratch, "pipeline"))
-            for r in rows[-3:]:
+            n0 = len(rows)
+            if "naive" in ways:
+                rows.append(naive(files, embedder, plan, preset))
+            if "batched" in ways:
+                rows.append(pipeline(scratch / "music", embedder, 0, preset, scratch, "batched"))
+            if "pipeline" in ways:
+                rows.append(pipeline(scratch / "music", embedder, args.workers, preset, scratch, "pipeline"))
+            for r in rows[n0:]:
                 print(f"  {r.way}: {r.per_minute:.0f} tracks/min", file=sys.stderr)
         print(
             f"\nindexing throughput: {args.tracks} Ogg Vorbis excerpts of {args.seconds:g} s, batch {args.batch_size} "

@@ -23,7 +23,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="YAML/JSON training config (see docs/training.md)")
     p.add_argument("--manifest", help="JSONL manifest with train/valid splits")
     p.add_argument("--out", dest="out_dir", help="run folder (checkpoints, log.jsonl)")
-    p.add_argument("--preset", help="audio tower preset: paper, small, debug")
+    p.add_argument(
+        "--preset",
+        help="audio tower preset: paper, small, debug, or a pretrained musicnn tower (musicnn-mtt, musicnn-msd, "
+        "musicnn-both, musicnn-both-small, musicnn-both-small-residual, ...; docs/adapt.md)",
+    )
     p.add_argument("--objective", help="contrastive, triplet or classification")
     p.add_argument("--text-encoder", help="bert, minilm, glove, tiny-bert, a Hugging Face id, or a GloVe .txt file")
     p.add_argument("--text-rep", help="tag, sentence or stochastic")

@@ -20,7 +20,7 @@ class TrainConfig:
     Attributes:
         manifest: JSONL manifest with ``split`` train/valid (tracks without a split train).
         out_dir: run folder (``last.pt`` to resume, ``best.safetensors``, ``log.jsonl``).
-        preset: audio tower preset (``paper``, ``small``, ``debug``).
+        preset: audio tower preset (``paper``, ``small``, ``debug``, ``musicnn-*``: see the registry).
         objective: ``contrastive``, ``triplet`` or ``classification``.
         text_encoder: short name (``bert``, ``minilm``, ``glove``, ``tiny-bert``) or id; preset default if None.
         text_rep: ``tag``, ``sentence`` or ``stochastic``.
