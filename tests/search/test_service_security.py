@@ -222,7 +222,7 @@ def test_huge_and_malformed_get_json_4xx(client: TestClient, url: str, status: i
 
 def test_wrong_method_gets_json_405(client: TestClient) -> None:
     resp = client.post("/api/search", json={"q": "x"})
-    assert resp.status_code == 405 and "error" in resp.json()
+    assert resp.status_code == 405 and "error" in resp.json() and resp.headers["allow"] == "GET"
 
 
 @pytest.mark.parametrize(

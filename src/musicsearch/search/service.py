@@ -118,7 +118,7 @@ _MAX_ID = 2**63 - 1  # SQLite's INTEGER; larger ids cannot name a track
 _T = TypeVar("_T")
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def _error(status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
@@ -497,11 +497,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(
-            exc.status_code,
-            str(exc.detail),
-            **({"path": _short(request.url.path, 200)} if exc.status_code == 404 else {}),
-        )
+        headers = dict(exc.headers) if exc.headers else None  # e.g. 405's Allow
+        if exc.status_code == 404:
+            return _error(404, str(exc.detail), headers=headers, path=_short(request.url.path, 200))
+        return _error(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
