@@ -66,6 +66,14 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--backend", default=None, help="vector backend of a new store: faiss (default), numpy, milvus")
     p.add_argument(
+        "--backend-options",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help='options of a new (or --merge) store\'s backend, e.g. \'{"uri": "http://milvus:19530", "collection": '
+        '"music", "num_shards": 4}\' (docs/scaling.md)',
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -140,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if args.merge is not None:
         if args.source is not None:
             raise MusicSearchError("--merge takes no SOURCE: give the shard stores after --merge and the new --store")
-        merged = merge_stores(args.merge, args.store.expanduser())
+        merged = merge_stores(
+            args.merge, args.store.expanduser(), backend=args.backend, backend_options=args.backend_options
+        )
         prepare_store(args.store.expanduser(), map_method=None if args.map == "none" else args.map)
         if args.json:
             print(json.dumps(merged.to_json(), indent=2, ensure_ascii=False))
@@ -168,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         store,
         model=embedder,
         backend=args.backend,
+        backend_options=args.backend_options,
         workers=args.workers,
         batch_size=args.batch_size,
         max_windows=args.max_windows,

@@ -432,7 +432,8 @@ class Store:
         dest.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(dest)
         try:
-            create_backend(settings.backend, settings.dim, **settings.backend_options).close()  # options valid?
+            opts = level_options(settings.backend, settings.backend_options, TRACKS_DIR)
+            create_backend(settings.backend, settings.dim, **opts).close()  # options valid?
             db = MetadataDB(dest / METADATA_FILE, shard=settings.shard)  # a shard's ids: rank + world·n
             db.set_info(settings.info())
             db.close()
@@ -640,7 +641,18 @@ def _open_or_create(path: Path, settings: StoreSettings) -> VectorBackend:
         if backend.dim != settings.dim:
             raise MusicSearchError(f"{path} holds {backend.dim}-d vectors but the store's model has {settings.dim}")
         return backend
-    return create_backend(settings.backend, settings.dim, **settings.backend_options)
+    return create_backend(
+        settings.backend, settings.dim, **level_options(settings.backend, settings.backend_options, path.name)
+    )
+
+
+def level_options(backend: str, options: dict[str, Any], level: str) -> dict[str, Any]:
+    """The options of one level's backend (``level`` = ``tracks`` or ``windows``): a Milvus store keeps the two
+    levels in two collections of one server, ``COLLECTION_tracks`` and ``COLLECTION_windows``."""
+    out = dict(options)
+    if backend == "milvus":
+        out["collection"] = f"{out.get('collection', 'musicsearch')}_{level}"
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1459,7 +1471,13 @@ class MergeReport:
                 "files": self.files}  # fmt: skip
 
 
-def merge_stores(shard_stores: Sequence[str | os.PathLike[str]], dest: str | os.PathLike[str]) -> MergeReport:
+def merge_stores(
+    shard_stores: Sequence[str | os.PathLike[str]],
+    dest: str | os.PathLike[str],
+    *,
+    backend: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+) -> MergeReport:
     """Merge the stores of a sharded run (:func:`index_collection` with ``shard=``) into one new store.
 
     The merged store holds every shard's tracks, windows, tags, vectors (both indexes and ``vectors.f32``) and file
@@ -1470,6 +1488,9 @@ def merge_stores(shard_stores: Sequence[str | os.PathLike[str]], dest: str | os.
     Args:
         shard_stores: the shard stores, one per rank ``0 .. world_size-1`` of the same run.
         dest: the merged store (a new or empty directory).
+        backend, backend_options: the merged store's vector backend, by default the shards'; e.g. ``"milvus"``
+            with ``{"uri": "http://host:19530", "collection": "music"}`` merges faiss shard stores into two new
+            collections of a Milvus server or cluster (``music_tracks``, ``music_windows``).
 
     Returns:
         The :class:`MergeReport`.
@@ -1504,10 +1525,13 @@ def merge_stores(shard_stores: Sequence[str | os.PathLike[str]], dest: str | os.
                 f"the {first.backend!r} backend {first.backend_options} with {first.dim}-d; index every shard "
                 "with the same --backend"
             )
-    if first.backend == "milvus":
+    target, target_options = first.backend, dict(first.backend_options)
+    if backend is not None:
+        target, target_options = backend, dict(backend_options or {})
+    if target == "milvus" and first.backend == "milvus" and target_options == first.backend_options:
         raise MusicSearchError(
-            "merging Milvus shard stores is not supported: index the shards with the faiss (or numpy) backend and "
-            "merge, or write all workers to one Milvus server collection (see docs/indexing.md)"
+            "the shards are Milvus stores and the merged store would use their own collections; give the merged "
+            "store another collection (backend_options) or index the shards with faiss and merge into Milvus"
         )
     ranks = sorted(st.shard for st in settings if st.shard is not None)
     world = ranks[0][1]
@@ -1529,17 +1553,19 @@ def merge_stores(shard_stores: Sequence[str | os.PathLike[str]], dest: str | os.
             model_source=first.model_source,
             plan=first.plan,
             dim=first.dim,
-            backend=first.backend,
-            backend_options=dict(first.backend_options),
+            backend=target,
+            backend_options=target_options,
             created=time.time(),
         )
         merge_metadata([p / METADATA_FILE for p in paths], out / METADATA_FILE).close()
         for sub in (TRACKS_DIR, WINDOWS_DIR):
             dirs = [p / sub for p in paths if (p / sub / MANIFEST).is_file()]
             if dirs:
-                vectors = merge_shards(dirs, out / sub, backend=merged.backend, **merged.backend_options)
+                opts = level_options(merged.backend, merged.backend_options, sub)
+                vectors = merge_shards(dirs, out / sub, backend=merged.backend, **opts)
             else:
-                vectors = create_backend(merged.backend, merged.dim, **merged.backend_options)
+                opts = level_options(merged.backend, merged.backend_options, sub)
+                vectors = create_backend(merged.backend, merged.dim, **opts)
                 vectors.save(out / sub)
             report.vectors += len(vectors)
             vectors.close()

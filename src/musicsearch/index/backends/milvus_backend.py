@@ -41,6 +41,9 @@ _INDEXES: dict[str, dict[str, Any]] = {
     "FLAT": {"build": {}, "search": {}},
     "HNSW": {"build": {"M": 16, "efConstruction": 200}, "search": {"ef": 128}},
     "IVF_FLAT": {"build": {"nlist": 1024}, "search": {"nprobe": 32}},
+    # compressed, for a cluster whose memory is the limit (servers only, not Milvus Lite): 1 or 32-64 bytes a vector
+    "IVF_SQ8": {"build": {"nlist": 1024}, "search": {"nprobe": 32}},
+    "IVF_PQ": {"build": {"nlist": 1024, "m": 32, "nbits": 8}, "search": {"nprobe": 32}},
 }
 
 
@@ -57,12 +60,18 @@ class MilvusBackend(VectorBackend):
         dim: vector dimension.
         uri: ``"file.db"`` (Milvus Lite, embedded) or ``"http://host:19530"`` (server or cluster).
         collection: collection name; an existing collection is reused (its dimension must match).
-        index_type: ``"HNSW"`` (default, approximate), ``"IVF_FLAT"`` (approximate) or ``"FLAT"`` (exact).
+        index_type: ``"HNSW"`` (default, approximate), ``"IVF_FLAT"``, ``"IVF_SQ8"``, ``"IVF_PQ"`` (approximate,
+            the last two compressed; servers only) or ``"FLAT"`` (exact).
+        build_params: index build parameters overriding the defaults (e.g. ``{"M": 32}``, ``{"nlist": 16384}``).
         search_params: index search parameters overriding the defaults (e.g. ``{"ef": 256}`` for HNSW).
         token: credentials for a server (``"user:password"`` or an API key); default ``$MUSICSEARCH_MILVUS_TOKEN``.
         consistency_level: ``"Strong"`` (default: a search sees every completed write) or Milvus's weaker levels.
         filter_chunk: most ids in one ``id in [...]`` filter expression.
         must_exist: refuse to create the collection (used when reopening a saved store).
+        num_shards: shards (DML channels) of a new collection on a cluster: writes spread over that many data
+            nodes; ``None`` keeps the server's default (1). Fixed when the collection is created.
+        replica_number: in-memory replicas the collection is loaded with (query nodes serving copies: more query
+            throughput and no outage when one query node dies); 1 by default, the only value Milvus Lite accepts.
 
     Raises:
         ConfigError: bad URI or index type.
@@ -83,6 +92,9 @@ class MilvusBackend(VectorBackend):
         consistency_level: str = "Strong",
         filter_chunk: int = 16_384,
         must_exist: bool = False,
+        build_params: dict[str, Any] | None = None,
+        num_shards: int | None = None,
+        replica_number: int = 1,
     ) -> None:
         super().__init__(dim)
         if index_type not in _INDEXES:
@@ -94,6 +106,13 @@ class MilvusBackend(VectorBackend):
         self.collection = collection
         self.index_type = index_type
         self.search_params = {**_INDEXES[index_type]["search"], **(search_params or {})}
+        self.build_params = {**_INDEXES[index_type]["build"], **(build_params or {})}
+        if num_shards is not None and int(num_shards) < 1:
+            raise ConfigError(f"Milvus num_shards must be >= 1, got {num_shards}")
+        if int(replica_number) < 1:
+            raise ConfigError(f"Milvus replica_number must be >= 1, got {replica_number}")
+        self.num_shards = None if num_shards is None else int(num_shards)
+        self.replica_number = int(replica_number)
         self.consistency_level = consistency_level
         self.filter_chunk = max(1, int(filter_chunk))
         self._local = None if is_remote_uri(uri) else str(Path(uri).resolve())
@@ -141,16 +160,20 @@ class MilvusBackend(VectorBackend):
                 field_name="vector",
                 index_type=self.index_type,
                 metric_type="IP",
-                params=dict(_INDEXES[self.index_type]["build"]),
+                params=dict(self.build_params),
             )
+            extra = {} if self.num_shards is None else {"num_shards": self.num_shards}
             try:
                 client.create_collection(
-                    name, schema=schema, index_params=index_params, consistency_level=self.consistency_level
+                    name, schema=schema, index_params=index_params, consistency_level=self.consistency_level, **extra
                 )
             except MilvusException:
                 if not client.has_collection(name):  # another worker may have created it at the same moment
                     raise
-        client.load_collection(name)
+        if self.replica_number == 1:
+            client.load_collection(name)
+        else:
+            client.load_collection(name, replica_number=self.replica_number)
 
     def close(self) -> None:
         """Close the client connection; the last user of a Milvus Lite directory also stops its embedded server,
@@ -268,8 +291,11 @@ class MilvusBackend(VectorBackend):
             "uri": uri,
             "collection": self.collection,
             "index_type": self.index_type,
+            "build_params": self.build_params,
             "search_params": self.search_params,
             "consistency_level": self.consistency_level,
+            "num_shards": self.num_shards,
+            "replica_number": self.replica_number,
         }
 
     @classmethod
@@ -285,4 +311,7 @@ class MilvusBackend(VectorBackend):
             search_params=dict(manifest.get("search_params") or {}),
             consistency_level=str(manifest.get("consistency_level", "Strong")),
             must_exist=True,
+            build_params=dict(manifest.get("build_params") or {}),
+            num_shards=manifest.get("num_shards"),
+            replica_number=int(manifest.get("replica_number", 1)),
         )
