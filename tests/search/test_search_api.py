@@ -14,7 +14,7 @@ import torch
 
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.embedder import load_embedder, unit_rows
+from musicsearch.index.embedder import decode_track, load_embedder, unit_rows
 from musicsearch.index.indexer import VectorFile, index_collection
 from musicsearch.index.metadata import MetadataFilter
 from musicsearch.index.store import gaussian_mixture_vectors
@@ -546,3 +546,56 @@ def test_store_and_example_paths_expand_home(store: Path, tmp_path: Path, monkey
         assert searcher.store.path == home / "music.store"
         by_file = searcher.search(like="~/song.wav", k=2)
         assert by_file.like == "file:~/song.wav" and len(by_file.results) == 2
+
+
+# ------------------------------------------------------------------------------------------------ determinism
+
+#: docs/determinism.md: outside a repeat in one process, vectors and scores agree within this (absolute).
+PROMISED_ATOL = 1e-6
+ASSETS = Path(__file__).resolve().parents[2] / "src" / "musicsearch" / "assets" / "librosa_music"
+
+
+def test_determinism_promise_of_the_default_model() -> None:
+    """Bit-identical for a repeat in one process; within 1e-6 across batch sizes and thread counts (the
+    cross-process and cross-CPU part of the promise rests on the same float32 arithmetic)."""
+    emb = load_embedder("default", batch_size=16)
+    windows = decode_track(ASSETS / "kevin-macleod-vibe-ace.ogg", emb.plan()).windows[:5]  # (5, W)
+    texts = ["a calm piano piece for a rainy evening", "jazz", "fast energetic rock with electric guitars"]
+
+    def embed(batch_size: int) -> np.ndarray:
+        emb.batch_size = batch_size
+        return unit_rows(emb.embed_windows(windows))
+
+    first = embed(16)
+    assert np.array_equal(embed(16), first)  # a repeat in one process: bit for bit
+    for batch_size in (1, 2, 3):
+        np.testing.assert_allclose(embed(batch_size), first, rtol=0, atol=PROMISED_ATOL)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        np.testing.assert_allclose(embed(16), first, rtol=0, atol=PROMISED_ATOL)
+    finally:
+        torch.set_num_threads(threads)
+    together = emb.embed_texts(texts)
+    assert np.array_equal(emb.embed_texts(texts), together)
+    alone = np.stack([emb.embed_texts([t])[0] for t in texts])  # no padding to the longest text
+    np.testing.assert_allclose(alone, together, rtol=0, atol=PROMISED_ATOL)
+
+
+def test_determinism_promise_of_search(store: Path, tmp_path: Path) -> None:
+    """The same query on the same searcher: identical results; on the same collection indexed with another batch
+    size: every track's score within 1e-6."""
+    rebuilt = tmp_path / "store-batch-3"
+    with Searcher.open(store) as searcher:
+        model_source = searcher.store.settings.model_source
+        first = searcher.search("a bright high tone, no odd", k=12)
+        again = searcher.search("a bright high tone, no odd", k=12)
+        assert [(r.id, r.score, r.relevance, r.segment_start) for r in again.results] == [
+            (r.id, r.score, r.relevance, r.segment_start) for r in first.results
+        ]
+    index_collection(store.parent / "m.jsonl", rebuilt, model=model_source, workers=0, batch_size=3)
+    with Searcher.open(rebuilt) as other:
+        scores = {r.track_id: r.score for r in other.search("a bright high tone, no odd", k=12).results}
+    assert len(scores) == len(first.results) == 12
+    for r in first.results:
+        assert abs(scores[r.track_id] - r.score) <= PROMISED_ATOL, r.track_id
