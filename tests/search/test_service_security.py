@@ -380,8 +380,40 @@ def test_searches_beyond_the_queue_get_503(store: Path, monkeypatch: pytest.Monk
                 time.sleep(0.02)
             resp = httpx.get(f"{base}/api/search", params={"q": "x"}, timeout=10)
             assert resp.status_code == 503 and resp.headers["retry-after"] == "1" and "busy" in resp.json()["error"]
+            assert "the limit is 3" in resp.json()["error"]
             release.set()
             assert [f.result().status_code for f in held] == [200, 200, 200]
+    finally:
+        release.set()
+        searcher.close()
+
+
+def test_a_request_waits_at_most_queue_timeout(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(store, search_threads=1, max_queued=8, queue_timeout=0.5)
+    searcher = app.state.searcher
+    release = threading.Event()
+    real_search = searcher.search
+
+    def held_search(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(60)
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(searcher, "search", held_search)
+    try:
+        with _serving(app) as base, ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.get, f"{base}/api/search", params={"q": "x"}, timeout=60)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{base}/api/health").json()["searches"]["running"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            t0 = time.perf_counter()
+            resp = httpx.get(f"{base}/api/tracks/0", timeout=10)  # a lookup queued behind the held search
+            waited = time.perf_counter() - t0
+            assert resp.status_code == 503 and "waited 0.5 s" in resp.json()["error"]
+            assert 0.45 < waited < 5.0
+            release.set()
+            assert held.result().status_code == 200  # the running search was not cut short
+            assert httpx.get(f"{base}/api/tracks/0", timeout=10).status_code == 200
     finally:
         release.set()
         searcher.close()
@@ -402,7 +434,7 @@ def _closed_by_server(sock: socket.socket, wait: float) -> bool:
 
 def test_half_open_connections_are_closed_and_limited(store: Path) -> None:
     app = create_app(store)
-    limits = ServerLimits(max_connections=8, header_timeout=1.0, keep_alive=1)
+    limits = ServerLimits(max_connections=8, header_timeout=3.0, keep_alive=1)
     socks: list[socket.socket] = []
     try:
         with _serving(app, limits) as base:
@@ -415,13 +447,13 @@ def test_half_open_connections_are_closed_and_limited(store: Path) -> None:
             busy = httpx.get(f"{base}/api/health", timeout=10)
             assert busy.status_code == 503  # the connection limit holds while they are open
             t0 = time.monotonic()
-            assert all(_closed_by_server(s, 5.0) for s in socks)  # the header timeout closed every one
-            assert time.monotonic() - t0 < 5.0
+            assert all(_closed_by_server(s, 8.0) for s in socks)  # the header timeout closed every one
+            assert time.monotonic() - t0 < 8.0
             slow = socket.create_connection(("127.0.0.1", port))  # slowloris: a header byte now and then
             socks.append(slow)
             slow.sendall(b"GET /api/health HTTP/1.1\r\n")
             closed = False
-            for _ in range(30):
+            for _ in range(50):  # 10 s of a byte every 0.2 s, against a 3 s header timeout
                 try:
                     slow.sendall(b"X")
                 except OSError:

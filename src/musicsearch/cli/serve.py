@@ -69,6 +69,12 @@ def add_parser(subparsers: Any) -> None:
         help="requests that may wait for a worker thread; more get 503 (default: %(default)s)",
     )
     p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request may wait for a worker thread; then 503 (default: %(default)s)",
+    )
+    p.add_argument(
         "--max-connections",
         type=int,
         default=128,
@@ -123,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         api_key=api_key,
         search_threads=args.search_threads,
         max_queued=args.max_queued,
+        queue_timeout=args.queue_timeout,
     )
     server = build_server(app, host=args.host, port=args.port, limits=limits)
     print(f"serving {args.store} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")

@@ -293,32 +293,47 @@ class ApiKeyAuth:
 
 
 class _Busy(Exception):
-    """More requests wait for a worker thread than the queue allows."""
+    """No worker thread for this request: the queue is full, or it waited ``queue_timeout`` seconds."""
 
 
 class _Gate:
-    """Run blocking work in at most ``threads`` worker threads with at most ``max_queued`` callers waiting.
+    """Run blocking work in at most ``threads`` worker threads, with at most ``max_queued`` callers waiting and
+    none waiting longer than ``queue_timeout`` seconds for a thread (work that has started is never cut short).
 
     Only touched from the event loop's thread (no lock needed for the counters).
     """
 
-    def __init__(self, threads: int, max_queued: int) -> None:
-        if threads < 1 or max_queued < 0:
-            raise MusicSearchError(f"search_threads must be >= 1 and max_queued >= 0, got {threads} and {max_queued}")
-        self.limiter = anyio.CapacityLimiter(threads)
+    def __init__(self, threads: int, max_queued: int, queue_timeout: float) -> None:
+        if threads < 1 or max_queued < 0 or not queue_timeout > 0:
+            raise MusicSearchError(
+                f"search_threads must be >= 1, max_queued >= 0 and queue_timeout > 0; "
+                f"got {threads}, {max_queued} and {queue_timeout}"
+            )
+        self.slots = anyio.CapacityLimiter(threads)  # who may run (acquired with a timeout)
+        self.threads = anyio.CapacityLimiter(threads)  # the worker threads themselves
         self.capacity = threads + max_queued
+        self.queue_timeout = queue_timeout
         self.pending = 0
 
     def state(self) -> dict[str, int]:
-        running = int(self.limiter.borrowed_tokens)
+        running = int(self.slots.borrowed_tokens)
         return {"running": running, "waiting": self.pending - running, "limit": self.capacity}
 
     async def run(self, fn: Callable[[], _T]) -> _T:
         if self.pending >= self.capacity:
-            raise _Busy
+            raise _Busy(f"{self.pending} requests are running or waiting, the limit is {self.capacity}")
         self.pending += 1
         try:
-            return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
+            acquired = False
+            with anyio.move_on_after(self.queue_timeout):
+                await self.slots.acquire()
+                acquired = True
+            if not acquired:
+                raise _Busy(f"the request waited {self.queue_timeout:g} s for a worker thread")
+            try:
+                return await anyio.to_thread.run_sync(fn, limiter=self.threads)
+            finally:
+                self.slots.release()
         finally:
             self.pending -= 1
 
@@ -433,6 +448,7 @@ def create_app(
     api_key: str | None = None,
     search_threads: int = 2,
     max_queued: int = 32,
+    queue_timeout: float = 30.0,
 ) -> FastAPI:
     """The FastAPI application serving one store.
 
@@ -445,6 +461,7 @@ def create_app(
         search_threads: worker threads for searcher work and file checks (queries are serialised by the
             searcher; more threads let track lookups and audio checks run beside a long query).
         max_queued: requests that may wait for a worker thread; beyond, ``503`` with ``Retry-After: 1``.
+        queue_timeout: seconds a request may wait for a worker thread before it gets that ``503``.
 
     Returns:
         The app (its searcher is ``app.state.searcher``; close it when done).
@@ -452,7 +469,7 @@ def create_app(
     Raises:
         MusicSearchError: not a store, a model other than the store's, an empty API key, or bad limits.
     """
-    gate = _Gate(search_threads, max_queued)
+    gate = _Gate(search_threads, max_queued, queue_timeout)
     if api_key is not None and not api_key.strip():
         raise MusicSearchError(
             f"the API key is empty; set a long random key (e.g. `openssl rand -hex 32`) in {API_KEY_ENV}"
@@ -479,12 +496,7 @@ def create_app(
 
     @app.exception_handler(_Busy)
     async def _busy(request: Request, exc: _Busy) -> JSONResponse:
-        state = gate.state()
-        return _error(
-            503,
-            f"the server is busy ({state['running']} searches running, {state['waiting']} waiting); retry in a moment",
-            headers={"Retry-After": "1"},
-        )
+        return _error(503, f"the server is busy ({exc}); retry in a moment", headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
