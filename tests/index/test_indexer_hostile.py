@@ -18,9 +18,18 @@ import torch
 from test_indexer import SR, save_debug_model, tone
 
 from musicsearch.cli.main import main
-from musicsearch.errors import MusicSearchError
+from musicsearch.errors import AudioError, MusicSearchError
+from musicsearch.index import indexer
 from musicsearch.index.embedder import DecodedTrack, load_embedder
-from musicsearch.index.indexer import FileRow, Store, _Batcher, _Outcome, index_collection, store_model
+from musicsearch.index.indexer import (
+    FileRow,
+    Store,
+    _Batcher,
+    _hash_regular,
+    _Outcome,
+    index_collection,
+    store_model,
+)
 from musicsearch.index.metadata import MetadataDB, TrackInfo
 from musicsearch.models.loading import DEFAULT_MODEL
 from musicsearch.search.api import Searcher, search
@@ -208,3 +217,119 @@ def test_nan_from_damaged_weights_still_stops_the_run(model_file: Path) -> None:
     batcher = _Batcher(embedder, batch_size=2)
     with pytest.raises(MusicSearchError, match="weights"):
         batcher.add(decoded(np.zeros((2, embedder.window_samples), np.float32) + 0.1))
+
+
+# -- files that hang ----------------------------------------------------------------------------------------------
+
+
+def test_a_named_pipe_is_reported_without_being_opened(model_file: Path, tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    names = write_tones(music, 2)
+    os.mkfifo(music / "pipe.wav")  # reading it would block until a writer comes: forever
+    with pytest.raises(AudioError, match="not a regular file"):
+        _hash_regular(str(music / "pipe.wav"))
+    for workers in (0, 1):
+        report = index_collection(music, tmp_path / f"s{workers}", model=model_file, workers=workers)
+        assert [(f.track_id, "not a regular file" in f.reason) for f in report.failed] == [("pipe.wav", True)]
+        assert report.added == len(names)
+
+
+def test_a_decode_that_hangs_is_stopped_by_the_timeout(
+    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    music = tmp_path / "music"
+    names = write_tones(music, 3)
+    real = indexer.decode_track
+
+    def hang_on_t1(path: str, *args: object, **kwargs: object) -> DecodedTrack:
+        if Path(path).name == "t1.flac":
+            time.sleep(600)  # a decoder stuck on a hostile file
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer, "decode_track", hang_on_t1)
+    t0 = time.monotonic()
+    report = index_collection(music, tmp_path / "s", model=model_file, workers=0, decode_timeout=1.0)
+    assert time.monotonic() - t0 < 60
+    assert [f.track_id for f in report.failed] == ["t1.flac"] and "longer than 1 s" in report.failed[0].reason
+    assert report.added == len(names) - 1
+
+
+# -- change detection ---------------------------------------------------------------------------------------------
+
+
+def test_same_size_edit_with_restored_mtime_needs_rehash(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    music, store = tmp_path / "music", tmp_path / "s"
+    write_tones(music, 2)
+    wav = music / "edit.wav"
+    sf.write(wav, tone(300, 2.0), SR, subtype="PCM_16")
+    index_collection(music, store, model=model_file, workers=0)
+    before = os.stat(wav)
+    sf.write(wav, tone(900, 2.0), SR, subtype="PCM_16")  # same length and format: same size
+    os.utime(wav, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old modification time
+    assert os.stat(wav).st_size == before.st_size
+    report = index_collection(music, store, workers=0)
+    assert (report.updated, report.unchanged) == (0, 3)  # size + mtime match: not even read (documented)
+    args = ["index", str(music), "--store", str(store), "--workers", "0", "--map", "none", "--json"]
+    assert main([*args, "--rehash"]) == 0
+    assert '"updated": 1' in capsys.readouterr().out  # hashed again: the edit is found and re-embedded
+    report = index_collection(music, store, workers=0, rehash=True)
+    assert (report.updated, report.unchanged) == (0, 3)
+
+
+# -- a full disk, a read-only store --------------------------------------------------------------------------------
+
+DISK_LIMIT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+from musicsearch.cli.main import main
+sys.exit(main(["index", sys.argv[2], "--store", sys.argv[3], "--model", sys.argv[4], "--workers", "0",
+               "--map", "none", "--commit-every", "1"]))
+"""
+
+
+def run_with_disk_limit(limit: int, music: Path, store: Path, model: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", DISK_LIMIT, str(limit), str(music), str(store), str(model)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+
+
+def test_disk_full_ends_with_one_line_and_the_next_run_continues(model_file: Path, tmp_path: Path) -> None:
+    music, store = tmp_path / "music", tmp_path / "s"
+    write_tones(music, 2)
+    # while creating the store: nothing half made is left to block the retry
+    proc = run_with_disk_limit(4096, music, store, model_file)
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln or "Traceback" in ln]
+    assert proc.returncode == 2 and len(lines) == 1 and "run the same command again" in lines[0], proc.stderr
+    assert not (store / "store.json").exists()
+    index_collection(music, store, model=model_file, workers=0)
+    # in the middle of a run: the commits before the full disk stay, the next run embeds the rest
+    write_tones(music / "more", 24, seconds=1.0)
+    largest = max(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    proc = run_with_disk_limit(largest + 8192, music, store, model_file)
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln or "Traceback" in ln]
+    assert proc.returncode == 2 and len(lines) == 1 and str(store) in lines[0], proc.stderr
+    with Store.open(store) as st:
+        committed = len(st)
+    report = index_collection(music, store, workers=0)
+    assert report.unchanged == committed and report.added + report.unchanged == 26 and not report.failed
+    with Store.open(store) as st:
+        assert len(st) == 26 and np.array_equal(np.sort(st.tracks.ids()), np.sort(st.db.vector_ids(level="track")))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_store_directory_ends_with_one_line(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    music, parent = tmp_path / "music", tmp_path / "ro"
+    write_tones(music, 1)
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        args = ["index", str(music), "--model", str(model_file), "--workers", "0", "--map", "none"]
+        assert main([*args, "--store", str(parent / "s")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot write store" in err[0] and "Traceback" not in err[0]
+    finally:
+        parent.chmod(0o755)

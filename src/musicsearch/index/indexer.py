@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -48,7 +49,9 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -65,7 +68,7 @@ from musicsearch.audio.io import AUDIO_EXTENSIONS
 from musicsearch.data.manifest import read_manifest
 from musicsearch.data.scan import find_audio_files, path_metadata
 from musicsearch.errors import AudioError, MusicSearchError
-from musicsearch.fileio import sha256_file, write_json
+from musicsearch.fileio import write_json
 from musicsearch.index.embedder import (
     DEFAULT_MAX_WINDOWS,
     DecodedTrack,
@@ -104,6 +107,7 @@ __all__ = [
     "merge_stores",
     "shard_of",
     "shard_store_path",
+    "storage_error",
     "store_model",
 ]
 
@@ -277,6 +281,9 @@ class FileLog:
                 "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, realpath TEXT NOT NULL, status TEXT NOT NULL, "
                 "reason TEXT NOT NULL DEFAULT '')"
             )
+        except sqlite3.OperationalError:  # cannot write (full disk, no permission): the caller says what to do
+            self._con.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._con.close()
             raise MusicSearchError(f"{self.path} is not a musicsearch file log ({exc}); delete it") from exc
@@ -350,16 +357,15 @@ class VectorFile:
         """Store ``(N, D)`` float32 rows under ``(N,)`` ids and fsync."""
         if ids.size == 0:
             return
-        need = (int(ids.max()) + 1) * self._row_bytes()
+        # plain writes, not a memory map: on a full disk a write fails with ENOSPC, a mapped page would SIGBUS
+        order = np.argsort(ids, kind="stable")
+        ids, rows = np.asarray(ids, np.int64)[order], np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1  # runs of consecutive ids: one write each
         with open(self.path, "r+b" if self.path.exists() else "w+b") as fh:
-            if fh.seek(0, os.SEEK_END) < need:
-                fh.truncate(need)  # sparse: never-written rows read as zeros
-        rows = need // self._row_bytes()
-        mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(rows, self.dim))
-        mm[ids] = np.asarray(vectors, np.float32)
-        mm.flush()
-        del mm
-        with open(self.path, "rb") as fh:
+            for a, b in zip(np.r_[0, breaks], np.r_[breaks, ids.size], strict=True):
+                fh.seek(int(ids[a]) * self._row_bytes())  # past the end: the gap stays sparse, reads as zeros
+                fh.write(rows[a:b].tobytes())
+            fh.flush()
             os.fsync(fh.fileno())
 
     def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -428,10 +434,12 @@ class Store:
         if is_store(dest):
             raise MusicSearchError(f"{dest} already holds a store; open it instead")
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise MusicSearchError(f"{dest} exists and is not an empty folder; give a new folder for the store")
+            if not (dest.is_dir() and _is_unfinished_store(dest)):
+                raise MusicSearchError(f"{dest} exists and is not an empty folder; give a new folder for the store")
         dest.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(dest)
         try:
+            _clear_unfinished_store(dest)  # what a creation stopped by a full disk or a kill left behind
             opts = level_options(settings.backend, settings.backend_options, TRACKS_DIR)
             create_backend(settings.backend, settings.dim, **opts).close()  # options valid?
             db = MetadataDB(dest / METADATA_FILE, shard=settings.shard)  # a shard's ids: rank + world·n
@@ -439,6 +447,8 @@ class Store:
             db.close()
             write_json(dest / STORE_FILE, settings.to_json())  # last: a store exists once its settings do
         except BaseException:
+            with contextlib.suppress(OSError):
+                _clear_unfinished_store(dest)  # nothing half made blocks the next run
             lock.close()
             raise
         lock.close()
@@ -621,6 +631,61 @@ class Store:
         if not os.path.isfile(real) or Path(real).suffix.lower() not in AUDIO_EXTENSIONS:
             raise MusicSearchError(f"track {track}: its audio file is missing; re-index the collection")
         return Path(real)
+
+
+#: What a store directory holds before its ``store.json`` is written (and a failed creation may leave behind).
+_UNFINISHED_STORE_FILES = frozenset(
+    {LOCK_FILE, METADATA_FILE, f"{METADATA_FILE}-wal", f"{METADATA_FILE}-shm", f"{METADATA_FILE}-journal"}
+)
+
+
+def _is_unfinished_store(dest: Path) -> bool:
+    """Whether ``dest`` holds only what a store creation writes before its ``store.json`` (a creation cut short
+    by a full disk, a permission error or a kill): safe to clear, since it never held a committed track."""
+    names = {p.name for p in dest.iterdir()}
+    return bool(names) and names <= _UNFINISHED_STORE_FILES and not (dest / STORE_FILE).exists()
+
+
+def _clear_unfinished_store(dest: Path) -> None:
+    if (dest / STORE_FILE).exists():
+        return
+    for name in sorted(_UNFINISHED_STORE_FILES - {LOCK_FILE}):
+        (dest / name).unlink(missing_ok=True)
+
+
+def storage_error(store: Path, exc: BaseException) -> MusicSearchError:
+    """The one-line error for a store that cannot be written (full disk, no permission, read-only file system),
+    saying what to do; the next run continues from the last commit.
+
+    Args:
+        store: the store directory.
+        exc: the ``OSError`` or ``sqlite3.OperationalError`` raised while writing it.
+    """
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "full" in text or "too large" in text:
+        return MusicSearchError(
+            f"no space left to write store {store} ({exc}); free some disk space and run the same command again: "
+            "it continues from the last commit"
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text or "read-only" in text:
+        return MusicSearchError(
+            f"cannot write store {store} ({exc}): no permission, or a read-only file system; make it writable or "
+            "give another --store, then run the same command again"
+        )
+    return MusicSearchError(
+        f"writing store {store} failed ({exc}); check the disk and its permissions, then run the same command "
+        "again: it continues from the last commit"
+    )
+
+
+@contextlib.contextmanager
+def _writing(store: Path) -> Iterator[None]:
+    """Turn a failed write of the store (full disk, no permission) into its one-line :func:`storage_error`."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise storage_error(store, exc) from exc
 
 
 def _acquire_lock(dest: Path) -> IO[Any]:
@@ -861,6 +926,7 @@ class _Job:
     stored_key: str | None  # content_hash of the stored track with this id
     meta_digest: str
     plan: WindowPlan
+    timeout: float | None = None  # seconds for hashing + decoding this file
 
 
 @dataclass(frozen=True)
@@ -874,16 +940,79 @@ class _Outcome:
     raw: np.ndarray | None = None  # (n, D) window embeddings, when a pipeline (cluster.py) embedded them
 
 
+#: Seconds to hash and decode one file at most, by default (a 60-minute FLAC takes well under a second).
+DECODE_TIMEOUT = 300.0
+
+NOT_REGULAR_REASON = (
+    "not a regular file (a named pipe, device or socket); only regular files are indexed: remove it, or "
+    "replace it by the audio file itself"
+)
+
+
+class _DecodeTimeout(Exception):
+    """Raised in a job that ran past its time limit (by SIGALRM)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_DecodeTimeout` in this thread after ``seconds`` (main thread only: elsewhere no limit).
+
+    The signal interrupts Python code and blocking system calls; a decoder stuck inside C code is caught by the
+    pool's own watchdog instead (see :func:`_outcomes`)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise _DecodeTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _timeout_reason(seconds: float) -> str:
+    return (
+        f"decoding took longer than {seconds:g} s and was stopped (a hanging file or decoder); check the file, "
+        "or raise --decode-timeout for very long files on a slow disk"
+    )
+
+
+def _hash_regular(path: str) -> str:
+    """SHA-256 of a regular file; anything else (a named pipe would block the reader forever) is refused
+    without reading it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AudioError(NOT_REGULAR_REASON)
+        h = hashlib.sha256()
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
+
+
 def _run_job(job: _Job) -> _Outcome:
-    """Hash a file and, unless unchanged, decode it into windows. Never raises for a bad file."""
+    """Hash a file and, unless unchanged, decode it into windows, within ``job.timeout`` seconds. Never raises
+    for a bad file."""
     t0 = time.perf_counter()
     sha = job.known_sha or ""
     try:
-        sha = sha or sha256_file(job.path)
-        if job.stored_key == f"sha256:{sha};meta:{job.meta_digest}":
-            return _Outcome(job.index, "unchanged", sha, seconds=time.perf_counter() - t0)
-        decoded = decode_track(job.path, job.plan, start=job.start, end=job.end)
+        with _time_limit(job.timeout):
+            sha = sha or _hash_regular(job.path)
+            if job.stored_key == f"sha256:{sha};meta:{job.meta_digest}":
+                return _Outcome(job.index, "unchanged", sha, seconds=time.perf_counter() - t0)
+            decoded = decode_track(job.path, job.plan, start=job.start, end=job.end)
         return _Outcome(job.index, "ok", sha, decoded, seconds=time.perf_counter() - t0)
+    except _DecodeTimeout:
+        reason = _timeout_reason(job.timeout or 0.0)
+        return _Outcome(job.index, "failed", sha, reason=reason, seconds=time.perf_counter() - t0)
     except AudioError as exc:
         return _Outcome(job.index, "failed", sha, reason=str(exc), seconds=time.perf_counter() - t0)
     except OSError as exc:
@@ -937,11 +1066,22 @@ def _pool(workers: int) -> cf.ProcessPoolExecutor:
     )
 
 
-def _outcomes(jobs: Sequence[_Job], workers: int) -> Iterator[_Outcome]:
+def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill a pool's worker processes (one is stuck in a decoder); its futures then fail as a broken pool."""
+    procs = getattr(pool, "_processes", None) or {}  # the executor's only handle on its workers
+    for proc in list(procs.values()):
+        with contextlib.suppress(Exception):
+            proc.kill()
+
+
+def _outcomes(jobs: Sequence[_Job], workers: int, *, watchdog: float | None = None) -> Iterator[_Outcome]:
     """Run jobs in a process pool, at most ``2·workers + 2`` ahead of the consumer, yielding as they finish.
 
     ``workers == 0`` runs them inline. When the pool breaks (a worker killed by a decoder crash), the jobs it
-    held are re-run one at a time in a fresh pool so the one that crashes is found and reported alone.
+    held are re-run one at a time in a fresh pool so the one that crashes is found and reported alone. Each
+    job limits its own time (:func:`_time_limit`); ``watchdog`` is the backstop for a decoder stuck inside C
+    code: when no job finishes for that many seconds, the workers are killed and their jobs re-run one at a
+    time, and the one that hangs again is reported.
     """
     if workers <= 0:
         for job in jobs:
@@ -959,9 +1099,14 @@ def _outcomes(jobs: Sequence[_Job], workers: int) -> Iterator[_Outcome]:
             while suspects:
                 job = suspects.pop(0)
                 try:
-                    yield pool.submit(_run_job, job).result()
+                    yield pool.submit(_run_job, job).result(timeout=watchdog)
                 except BrokenProcessPool:
                     yield _Outcome(job.index, "failed", reason="the decoder crashed on this file (worker died)")
+                    broken = True
+                    break
+                except cf.TimeoutError:
+                    _kill_workers(pool)
+                    yield _Outcome(job.index, "failed", reason=_timeout_reason(job.timeout or watchdog or 0.0))
                     broken = True
                     break
             if broken:
@@ -969,7 +1114,14 @@ def _outcomes(jobs: Sequence[_Job], workers: int) -> Iterator[_Outcome]:
             for job in itertools.islice(queue, ahead):
                 pending[pool.submit(_run_job, job)] = job
             while pending:
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait(pending, timeout=watchdog, return_when=cf.FIRST_COMPLETED)
+                if not done:  # every worker stuck past its own time limit: kill them, find the file alone
+                    log.warning("no file finished decoding in %g s; restarting the decoding workers", watchdog)
+                    _kill_workers(pool)
+                    broken = True
+                    suspects.extend(pending.values())
+                    pending.clear()
+                    break
                 for fut in done:
                     job = pending.pop(fut)
                     try:
@@ -1196,6 +1348,8 @@ def index_collection(
     progress: bool = False,
     shard: tuple[int, int] | None = None,
     pipeline: Callable[[Sequence[_Job]], Iterable[_Outcome]] | None = None,
+    decode_timeout: float | None = DECODE_TIMEOUT,
+    rehash: bool = False,
 ) -> IndexReport:
     """Index (or update) a store from a folder or a manifest.
 
@@ -1218,6 +1372,10 @@ def index_collection(
             with ids disjoint from the other shards'; merge the shard stores with :func:`merge_stores`.
         pipeline: decodes *and embeds* the jobs elsewhere instead of the local pool and model (the Ray run of
             :mod:`musicsearch.index.cluster`); planning, committing and reporting stay here.
+        decode_timeout: seconds to hash and decode one file at most (``None``: no limit); a file that takes
+            longer is reported as failed.
+        rehash: hash every file again even when its size and modification time are unchanged (finds same-size
+            edits whose modification time was restored, which the size + mtime shortcut misses).
 
     Returns:
         The :class:`IndexReport`.
@@ -1260,7 +1418,8 @@ def index_collection(
                 "omit --max-windows or use a new store"
             )
         embedder = load_embedder(store_model(path, model), batch_size=batch_size)
-        st = Store.open(path, writable=True)
+        with _writing(path):
+            st = Store.open(path, writable=True)
     else:
         embedder = load_embedder(store_model(path, model), batch_size=batch_size)
         plan = embedder.plan(max_windows=DEFAULT_MAX_WINDOWS if max_windows is None else max_windows)
@@ -1275,14 +1434,16 @@ def index_collection(
             created=time.time(),
             shard=shard,
         )
-        st = Store.create(path, settings)
+        with _writing(path):
+            st = Store.create(path, settings)
     report = IndexReport(store=str(path), scanned=len(items) + len(rejected), workers=workers, batch_size=batch_size)
     report.failed.extend(rejected)
     try:
-        st.check_model(embedder)
-        report.repaired = st.repaired + st.repair()
-        _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,
-                    commit_seconds, progress, pipeline)  # fmt: skip
+        with _writing(path):
+            st.check_model(embedder)
+            report.repaired = st.repaired + st.repair()
+            _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,
+                        commit_seconds, progress, pipeline, decode_timeout, rehash)  # fmt: skip
     finally:
         st.close()
     report.wall_seconds = time.perf_counter() - t_start
@@ -1302,7 +1463,11 @@ def _index_into(
     commit_seconds: float,
     progress: bool,
     pipeline: Callable[[Sequence[_Job]], Iterable[_Outcome]] | None = None,
+    decode_timeout: float | None = None,
+    rehash: bool = False,
 ) -> None:
+    if decode_timeout is not None and not decode_timeout > 0:
+        raise MusicSearchError(f"decode timeout must be > 0 seconds (or None for no limit), got {decode_timeout}")
     plan = st.settings.plan
     jobs: list[_Job] = []
     stats: dict[int, tuple[int, int, str]] = {}  # item index -> (size, mtime_ns, realpath)
@@ -1311,16 +1476,20 @@ def _index_into(
     for i, item in enumerate(items):
         seen_ids.add(item.track_id)
         try:
-            stat = os.stat(item.path)
+            fst = os.stat(item.path)
         except OSError as exc:
             report.failed.append(FailedFile(item.track_id, item.path, f"cannot read the file: {exc.strerror}"))
             continue
-        stats[i] = (stat.st_size, stat.st_mtime_ns, os.path.realpath(item.path))
+        if not stat.S_ISREG(fst.st_mode):  # a named pipe would block its reader forever: never opened
+            report.failed.append(FailedFile(item.track_id, item.path, NOT_REGULAR_REASON))
+            continue
+        stats[i] = (fst.st_size, fst.st_mtime_ns, os.path.realpath(item.path))
         rec = st.db.find_track(item.track_id)
         if rec is not None:
             existing[i] = rec
         row = st.files.get(item.path)
-        known = row.sha256 if row and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns) else None
+        same_stat = row is not None and (row.size, row.mtime_ns) == (fst.st_size, fst.st_mtime_ns)
+        known = row.sha256 if row is not None and same_stat and not rehash else None
         if known and rec is not None and rec.content_hash == content_key(known, item):
             report.unchanged += 1
             continue
@@ -1338,6 +1507,7 @@ def _index_into(
                 None if rec is None else rec.content_hash,
                 item.meta_digest(),
                 plan,
+                decode_timeout,
             )
         )
     stale = [t for t in st.db.iter_tracks() if t.track_id not in seen_ids]
@@ -1393,7 +1563,8 @@ def _index_into(
 
     interrupted = True
     try:
-        for out in _outcomes(jobs, workers) if pipeline is None else pipeline(jobs):
+        watchdog = None if decode_timeout is None else decode_timeout + 30.0
+        for out in _outcomes(jobs, workers, watchdog=watchdog) if pipeline is None else pipeline(jobs):
             report.decode_seconds += out.seconds
             item = items[out.index]
             if out.status == "failed":

@@ -338,6 +338,9 @@ class MetadataDB:
                     self._con.execute(
                         "INSERT OR IGNORE INTO sequences(name, next, step) VALUES (?, ?, ?)", (name, rank, world)
                     )
+        except sqlite3.OperationalError:  # cannot write (full disk, no permission): the caller says what to do
+            self._con.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._con.close()
             raise MusicSearchError(
