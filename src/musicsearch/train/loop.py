@@ -137,8 +137,10 @@ class Trainer:
             mcfg = mcfg.replace(triplet_weighting=check_weighting(cfg.triplet_weighting))
         if cfg.init_from:
             init = load_model_file(cfg.init_from)
-            same = {"name": "", "tags": (), "triplet_weighting": mcfg.triplet_weighting}  # training-only choices
-            if dataclasses.replace(init.config, **same) != dataclasses.replace(mcfg, **same):
+            w = mcfg.triplet_weighting  # a training-only choice, like the name and the vocabulary
+            if dataclasses.replace(init.config, name="", tags=(), triplet_weighting=w) != dataclasses.replace(
+                mcfg, name="", tags=(), triplet_weighting=w
+            ):
                 raise ConfigError(f"--init-from {cfg.init_from} holds a different architecture than this run's config")
             if mcfg.objective == "classification" and init.config.tags != mcfg.tags:
                 raise ConfigError("--init-from: the classification vocabulary differs from this manifest's")
