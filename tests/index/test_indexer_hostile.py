@@ -17,10 +17,12 @@ import soundfile as sf
 import torch
 from test_indexer import SR, save_debug_model, tone
 
+from musicsearch.audio.chunking import evenly_spaced_windows, rms_db
+from musicsearch.audio.io import load_audio
 from musicsearch.cli.main import main
 from musicsearch.errors import AudioError, MusicSearchError
 from musicsearch.index import indexer
-from musicsearch.index.embedder import DecodedTrack, load_embedder
+from musicsearch.index.embedder import DecodedTrack, WindowPlan, decode_track, load_embedder
 from musicsearch.index.indexer import (
     FileRow,
     Store,
@@ -333,3 +335,37 @@ def test_a_read_only_store_directory_ends_with_one_line(
         assert len(err) == 1 and "cannot write store" in err[0] and "Traceback" not in err[0]
     finally:
         parent.chmod(0o755)
+
+
+# -- a long file: only the windows kept are decoded ----------------------------------------------------------------
+
+DECODE_PEAK = """
+import resource, sys
+from musicsearch.index.embedder import WindowPlan, decode_track
+plan = WindowPlan(48000, max_windows=16)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+d = decode_track(sys.argv[1], plan)
+print(d.windows.shape[0], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)  # MiB
+"""
+
+
+def test_a_long_file_is_decoded_window_by_window_in_bounded_memory(tmp_path: Path) -> None:
+    path, sr, minutes = tmp_path / "long.flac", 44100, 6
+    with sf.SoundFile(path, "w", sr, 2, subtype="PCM_16") as f:
+        for m in range(minutes):
+            t = np.arange(60 * sr) / sr
+            x = 0.3 * np.sin(2 * np.pi * (200 + 40 * m) * t)
+            f.write(np.stack([x, 0.5 * x], axis=1).astype(np.float32))
+    out = subprocess.run(
+        [sys.executable, "-c", DECODE_PEAK, str(path)], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split()
+    whole_mib = minutes * 60 * sr * 2 * 4 / 2**20  # the float32 frames alone of a whole decode: 121 MiB
+    assert int(out[0]) == 16 and int(out[1]) < whole_mib / 2, out
+    # the windows are those of the whole decode (the oracle), to float32 resampling precision
+    plan = WindowPlan(48000, max_windows=16)
+    got = decode_track(path, plan)
+    wave = load_audio(path)
+    want, starts = evenly_spaced_windows(wave, plan.n_windows(wave.shape[0]), plan.window_samples)
+    assert got.duration == wave.shape[0] / SR and np.array_equal(got.starts, starts)
+    np.testing.assert_allclose(got.windows, want, rtol=0, atol=64 * float(np.finfo(np.float32).eps))
+    assert abs(got.level_db - rms_db(want)) < 1e-6

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,9 @@ __all__ = [
     "audio_info",
     "ffmpeg_available",
     "load_audio",
+    "load_audio_windows",
     "resample",
+    "segment_samples",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,6 +291,172 @@ def _checked_mono(path: Path, frames: np.ndarray) -> np.ndarray:
             "re-export it from the original, or remove it from the collection"
         )
     return frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]  # (T,)
+
+
+# --------------------------------------------------------------------------------------------------- windows only
+#: Extra source audio read on each side of a window so the resampler's filter sees the same neighbourhood as
+#: when the whole file is resampled (its interior then matches to ~1e-7).
+RESAMPLE_MARGIN_SECONDS = 0.05
+#: Frames per block when a file must be read sequentially (no seeking): bounds memory whatever the length.
+STREAM_BLOCK_FRAMES = 1 << 16
+
+
+def segment_samples(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int = 16000,
+    offset: float | None = None,
+    duration: float | None = None,
+) -> int:
+    """How many samples :func:`load_audio` would return for the same arguments, read from the header only.
+
+    Args:
+        path: an audio file (not ``.npy``).
+        sample_rate: the rate of the waveform in Hz.
+        offset: segment start in seconds (``None``: the file start).
+        duration: segment length in seconds (``None``: to the end).
+
+    Returns:
+        ``round(F * sample_rate / rate)`` for the ``F`` frames of the segment at the file's own ``rate`` (the
+        resampled length); exact for libsndfile formats, estimated from the stated duration for ffmpeg ones.
+
+    Raises:
+        AudioError: as :func:`audio_info`, or ``offset`` past the end.
+    """
+    p = Path(path)
+    _validate_request(p, sample_rate, offset, duration)
+    info = audio_info(p)
+    s0, s1 = _segment_frames(p, info, offset, duration)
+    return round((s1 - s0) * int(sample_rate) / info.sample_rate)
+
+
+def _segment_frames(path: Path, info: AudioInfo, offset: float | None, duration: float | None) -> tuple[int, int]:
+    sr, total = info.sample_rate, info.frames
+    s0 = 0 if offset is None else round(offset * sr)
+    if total and s0 >= total:
+        raise AudioError(f"offset {offset} s is past the end of {path} ({total / sr:.2f} s)")
+    s1 = total if duration is None else min(total, s0 + max(1, round(duration * sr)))
+    return s0, s1
+
+
+def load_audio_windows(
+    path: str | os.PathLike[str],
+    starts: np.ndarray,
+    length: int,
+    *,
+    sample_rate: int = 16000,
+    offset: float | None = None,
+    duration: float | None = None,
+) -> np.ndarray:
+    """Windows of the waveform :func:`load_audio` returns, decoding only those parts of the file.
+
+    Memory stays bounded whatever the file's length: a seekable file (libsndfile formats) is read window by window
+    (each with :data:`RESAMPLE_MARGIN_SECONDS` of context on both sides, on the resampler's phase grid, so a
+    window equals the same samples of the whole resampled file up to ~1e-7); anything else (an ffmpeg format, a
+    stream libsndfile cannot seek) is decoded once from the start in blocks of :data:`STREAM_BLOCK_FRAMES`,
+    keeping only the frames the windows need.
+
+    Args:
+        path: an audio file (not ``.npy``).
+        starts: ``(n,)`` window starts in samples at ``sample_rate``, from the segment start, ascending.
+        length: window length in samples.
+        sample_rate: the rate of the windows in Hz.
+        offset, duration: the segment of the file, in seconds, as for :func:`load_audio`.
+
+    Returns:
+        ``(n, length)`` float32 mono windows, zero-padded past the end of the segment.
+
+    Raises:
+        AudioError: as :func:`load_audio` (missing, not a regular file, corrupt, damaged float samples).
+    """
+    p = Path(path)
+    _check_file(p)
+    _validate_request(p, sample_rate, offset, duration)
+    info = audio_info(p)
+    sr, tr = info.sample_rate, int(sample_rate)
+    s0, s1 = _segment_frames(p, info, offset, duration)
+    g = math.gcd(sr, tr)
+    step_src, step_out = sr // g, tr // g  # source frames and output samples of one resampler phase period
+    margin = round(RESAMPLE_MARGIN_SECONDS * tr)
+    plans = []  # per window: (source frames [a, b) in file frames, output offset of the window in that chunk)
+    for start in np.asarray(starts, np.int64).tolist():
+        k = max(0, (start - margin) // step_out)  # chunk starts k phase periods into the segment
+        a = s0 + k * step_src
+        b = min(s1, s0 + math.ceil((start + length + margin) * sr / tr) + 1)
+        plans.append((a, max(a, b), start - k * step_out))
+    chunks = _read_ranges(p, [(a, b) for a, b, _ in plans], info)
+    out = np.zeros((len(plans), length), np.float32)
+    for i, ((_, _, off), frames) in enumerate(zip(plans, chunks, strict=True)):
+        if frames.shape[0] == 0:
+            continue  # the segment ends before this window: all padding
+        wave = resample(_checked_mono(p, frames), sr, tr)[off : off + length]
+        out[i, : wave.shape[0]] = wave
+    return out
+
+
+def _read_ranges(path: Path, ranges: list[tuple[int, int]], info: AudioInfo) -> list[np.ndarray]:
+    """``(b - a, C)`` float32 frames of each ``[a, b)`` (file frames; fewer at the end of the file)."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if f.seekable():
+                out = []
+                for a, b in ranges:
+                    f.seek(a)
+                    out.append(f.read(frames=b - a, dtype="float32", always_2d=True))
+                return out
+            return _collect(ranges, _soundfile_blocks(f), info.channels)
+    except (sf.SoundFileError, RuntimeError) as exc:
+        if not ffmpeg_available():
+            raise _unreadable(path, f"libsndfile: {exc}") from None
+        logger.debug("libsndfile cannot read %s (%s); streaming it through ffmpeg", path, exc)
+    chunks = _collect(ranges, _ffmpeg_blocks(path, info), info.channels)
+    if ranges and not any(c.shape[0] for c in chunks):
+        raise _unreadable(path, "ffmpeg decoded no audio")
+    return chunks
+
+
+def _soundfile_blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
+    """Read an open file sequentially in ``(T, C)`` float32 blocks (works without seeking)."""
+    while (block := f.read(frames=STREAM_BLOCK_FRAMES, dtype="float32", always_2d=True)).shape[0]:
+        yield block
+
+
+def _collect(ranges: list[tuple[int, int]], blocks: Iterator[np.ndarray], channels: int) -> list[np.ndarray]:
+    """Copy the frames of each range out of a stream of ``(T, C)`` blocks read from the file start."""
+    out = [np.zeros((b - a, channels), np.float32) for a, b in ranges]
+    got = [0] * len(ranges)
+    pos, end = 0, max((b for _, b in ranges), default=0)
+    for block in blocks:
+        nxt = pos + block.shape[0]
+        for i, (a, b) in enumerate(ranges):
+            lo, hi = max(a, pos), min(b, nxt)
+            if lo < hi:
+                out[i][lo - a : hi - a] = block[lo - pos : hi - pos]
+                got[i] = max(got[i], hi - a)
+        pos = nxt
+        if pos >= end:
+            break
+    return [o[:n] for o, n in zip(out, got, strict=True)]
+
+
+def _ffmpeg_blocks(path: Path, info: AudioInfo) -> Iterator[np.ndarray]:
+    """Decode with an ``ffmpeg`` subprocess, yielding ``(T, C)`` float32 blocks at the file's own rate."""
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
+    cmd += ["-map", "0:a:0", "-ac", str(info.channels), "-ar", str(info.sample_rate)]
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    frame_bytes = 4 * info.channels
+    try:
+        rest = b""
+        while data := proc.stdout.read(STREAM_BLOCK_FRAMES * frame_bytes):
+            data = rest + data
+            usable = len(data) - len(data) % frame_bytes
+            rest = data[usable:]
+            yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, info.channels)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def audio_info(path: str | os.PathLike[str]) -> AudioInfo:

@@ -29,8 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from musicsearch.audio.chunking import SAMPLE_RATE, evenly_spaced_windows, n_windows_for, rms_db
-from musicsearch.audio.io import load_audio
+from musicsearch.audio.chunking import (
+    SAMPLE_RATE,
+    evenly_spaced_starts,
+    evenly_spaced_windows,
+    n_windows_for,
+    rms_db,
+)
+from musicsearch.audio.io import load_audio, load_audio_windows, segment_samples
 from musicsearch.errors import AudioError, MusicSearchError
 from musicsearch.fileio import sha256_file
 
@@ -180,6 +186,11 @@ def decode_track(
 ) -> DecodedTrack:
     """Decode a file (or the segment ``[start, end)`` seconds of it) into the plan's windows.
 
+    Memory per file is bounded whatever its length: a segment longer than ``max_windows + 1`` windows is not
+    decoded whole; only the windows kept are read (:func:`~musicsearch.audio.io.load_audio_windows`, equal to the
+    same samples of the whole decoded file up to ~1e-7), and its level is measured on them. Shorter segments are
+    decoded whole (at most ``max_windows + 1`` windows of audio).
+
     Args:
         path: audio file.
         plan: the store's window plan.
@@ -194,6 +205,21 @@ def decode_track(
         SilentAudioError: the audio is quieter than ``plan.silence_db`` (flagged, not embedded).
     """
     duration = None if end is None else end - (start or 0.0)
+    length = plan.window_samples
+    if Path(path).suffix.lower() != ".npy":
+        total = segment_samples(path, sample_rate=plan.sample_rate, offset=start, duration=duration)
+        if total > (plan.max_windows + 1) * length:  # windows cover part of it: read only those
+            starts = evenly_spaced_starts(total, length, plan.n_windows(total))  # (n,) samples
+            windows = load_audio_windows(
+                path, starts, length, sample_rate=plan.sample_rate, offset=start, duration=duration
+            )  # (n, W)
+            level = rms_db(windows)
+            if level < plan.silence_db:
+                raise SilentAudioError(
+                    f"silent: RMS level {level:.1f} dB is below {plan.silence_db:g} dB, so the file is not indexed "
+                    "(check the file or remove it)"
+                )
+            return DecodedTrack(windows, starts / plan.sample_rate + (start or 0.0), total / plan.sample_rate, level)
     wave = load_audio(path, sample_rate=plan.sample_rate, offset=start, duration=duration)  # (T,)
     if wave.size == 0:
         raise AudioError(f"audio file {path} holds no samples; re-export it or remove it from the collection")
