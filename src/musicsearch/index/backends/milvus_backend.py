@@ -72,6 +72,9 @@ class MilvusBackend(VectorBackend):
             nodes; ``None`` keeps the server's default (1). Fixed when the collection is created.
         replica_number: in-memory replicas the collection is loaded with (query nodes serving copies: more query
             throughput and no outage when one query node dies); 1 by default, the only value Milvus Lite accepts.
+        search_consistency: consistency level of searches only (``"Bounded"`` for serving: a query need not wait
+            for the server's time tick, ~200 ms on Milvus 2.3, and may miss writes of the last seconds); reads
+            that the indexer relies on (counts, removals, exports) keep ``consistency_level``.
 
     Raises:
         ConfigError: bad URI or index type.
@@ -95,6 +98,7 @@ class MilvusBackend(VectorBackend):
         build_params: dict[str, Any] | None = None,
         num_shards: int | None = None,
         replica_number: int = 1,
+        search_consistency: str | None = None,
     ) -> None:
         super().__init__(dim)
         if index_type not in _INDEXES:
@@ -113,6 +117,7 @@ class MilvusBackend(VectorBackend):
             raise ConfigError(f"Milvus replica_number must be >= 1, got {replica_number}")
         self.num_shards = None if num_shards is None else int(num_shards)
         self.replica_number = int(replica_number)
+        self.search_consistency = search_consistency
         self.consistency_level = consistency_level
         self.filter_chunk = max(1, int(filter_chunk))
         self._local = None if is_remote_uri(uri) else str(Path(uri).resolve())
@@ -255,6 +260,7 @@ class MilvusBackend(VectorBackend):
                 filter=expr,
                 output_fields=["id"],
                 search_params=params,
+                **({} if self.search_consistency is None else {"consistency_level": self.search_consistency}),
             )
             s = np.full((queries.shape[0], limit), -np.inf, np.float32)
             i = np.full((queries.shape[0], limit), -1, np.int64)
@@ -296,6 +302,7 @@ class MilvusBackend(VectorBackend):
             "consistency_level": self.consistency_level,
             "num_shards": self.num_shards,
             "replica_number": self.replica_number,
+            "search_consistency": self.search_consistency,
         }
 
     @classmethod
@@ -314,4 +321,5 @@ class MilvusBackend(VectorBackend):
             build_params=dict(manifest.get("build_params") or {}),
             num_shards=manifest.get("num_shards"),
             replica_number=int(manifest.get("replica_number", 1)),
+            search_consistency=manifest.get("search_consistency"),
         )
