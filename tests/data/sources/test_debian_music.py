@@ -173,7 +173,9 @@ def test_gather_two_packages_with_archive_short_file_duplicates_and_raw(tmp_path
     d = tracks["y-data/usr/share/games/y/music/d.raw"]
     assert d.metadata["rendered_from"] == "usr/share/games/y/music/d.raw" and d.metadata["title"] == "d"
     assert d.audio_path.endswith("d.raw.flac") and d.metadata["duration"] == pytest.approx(21.0, abs=0.05)
-    assert tracks["y-data/usr/share/games/y/music/c"].metadata["licence"].startswith("Copyright (C) 2019 Y Composer")
+    assert tracks["y-data/usr/share/games/y/music/c"].metadata["licence"] == (
+        "The music is licensed under the GNU General Public License. | Copyright (C) 2019 Y Composer"
+    )
     for t in tracks.values():
         assert t.tags == () and t.split is None and Path(t.audio_path).is_file()
         assert Path(t.audio_path).is_relative_to(out / t.metadata["package"])
@@ -294,7 +296,7 @@ def test_zip_links_are_skipped_and_size_limit_refuses(tmp_path: Path) -> None:
 def test_licence_summary_free_form_and_dep5() -> None:
     assert licence_summary(COPYRIGHT) == "GPL-2+; CC-BY-SA-3.0"
     free = "Packaged by someone.\n\nCopyright (C) 2007 Max\n\nSome words.\nDebian packaging is licensed under GPL.\n"
-    assert licence_summary(free) == "Copyright (C) 2007 Max | Debian packaging is licensed under GPL."
+    assert licence_summary(free) == "Debian packaging is licensed under GPL. | Copyright (C) 2007 Max"
     assert licence_summary("just text\nmore\n") == "just text | more"
     gpl = "Copyright:\n  This package is free software; under the terms of the GNU General Public License\n"
     assert licence_summary(gpl) == "This package is free software; under the terms of the GNU General Public License"

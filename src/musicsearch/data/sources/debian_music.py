@@ -141,7 +141,7 @@ DEBIAN_MUSIC_PACKAGES: tuple[DebianMusicPackage, ...] = (
     _P("wesnoth-1.16-music", "Battle for Wesnoth", "1:1.16.9-1", 153.2),
     _P("ufoai-music", "UFO: Alien Invasion", "2.5-2", 210.2),
     _P("fb-music-high", "Frozen-Bubble", "0.1.2+nmu2", 1.5),
-    _P("hyperrogue-music", "HyperRogue", "12.0q-1", 63.8),
+    _P("hyperrogue-music", "HyperRogue", "12.0q-1", 63.8, music="*/music/*"),  # sounds/ holds effects
     _P("planetblupi-music-ogg", "Planet Blupi", "1.14.2-3", 60.1),
     _P("drascula-music", "Drascula: The Vampire Strikes Back", "1.0+ds4-2", 36.4),
     _P("asc-music", "Advanced Strategic Command", "1.3-6", 10.3),
@@ -181,8 +181,9 @@ _PKG_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _MARKER = ".unpacked.json"
 _ANALYSIS = ".analysis.json"
 #: Lines of a free-form copyright file worth quoting: copyright notices and statements naming a licence.
+_COPYRIGHT_LINE = re.compile(r"(?i)^copyright\s*(\(c\)|\u00a9|\d)")
 _LICENCE_LINE = re.compile(
-    r"(?i)^copyright\s*(\(c\)|\u00a9|\d)|\blicen[cs]ed under\b|^licen[cs]e:\s*\S|^this license:\s*\S"
+    r"(?i)\blicen[cs]ed under\b|^licen[cs]e:\s*\S|^this license:\s*\S"
     r"|\bGNU (lesser |library )?general public licen[cs]e\b|\bpublic domain\b|\bartistic licen[cs]e\b"
 )
 
@@ -499,10 +500,11 @@ def licence_summary(text: str, *, max_lines: int = 5) -> str:
 
     For a machine-readable file (DEP-5, first paragraph has ``Format:``), the distinct short names of the
     ``License:`` fields of its ``Files:`` paragraphs, in order of appearance, joined by ``"; "``. Otherwise
-    (free-form file) up to ``max_lines`` lines that are copyright notices or name a licence (``Copyright (C)
-    ...``, ``... licensed under ...``, ``License: ...``, a CC text's ``this License: Attribution, ...``), led
-    by a note when the file holds a Creative Commons licence text, joined by ``" | "``; when no line
-    qualifies, the first ``max_lines`` non-blank lines.
+    (free-form file) up to ``max_lines`` lines: first at most two that name a licence (``... licensed under
+    ...``, ``License: ...``, ``... GNU General Public License ...``, ``public domain``, a CC text's ``this
+    License: Attribution, ...``), then the copyright notices (``Copyright (C) ...``), led by a note when the
+    file holds a Creative Commons licence text, joined by ``" | "``; when no line qualifies, the first
+    ``max_lines`` non-blank lines.
     """
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
     if paragraphs and re.match(r"(?im)^format:", paragraphs[0]):
@@ -519,7 +521,7 @@ def licence_summary(text: str, *, max_lines: int = 5) -> str:
         if names or fallback:
             return "; ".join(names or fallback)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    named = [ln for ln in lines if _LICENCE_LINE.search(ln)]
+    named = [ln for ln in lines if _LICENCE_LINE.search(ln)][:2] + [ln for ln in lines if _COPYRIGHT_LINE.search(ln)]
     if re.search(r"(?i)creative\s+commons\s+public\s+license", text):
         named.insert(0, "Creative Commons public licence (full text in the copyright file)")
     return " | ".join((named or lines)[:max_lines])
