@@ -166,9 +166,9 @@ def test_gather_two_packages_with_archive_short_file_duplicates_and_raw(tmp_path
         "y-data/usr/share/games/y/music/a-copy",
     ]
     assert a.metadata["duration"] == pytest.approx(25.0, abs=1e-2)
-    # DEP-5: the last matching Files paragraph (data/music/*) gives the licence; the pk3's music falls under *
+    # DEP-5: the last matching Files paragraph (data/music/*) gives the licence, also to the pk3's music/b.ogg
     assert a.metadata["licence"] == "CC-BY-SA-3.0"
-    assert tracks[f"x-music/{GAME}/pak0.pk3/music/b"].metadata["licence"] == "GPL-2+"
+    assert tracks[f"x-music/{GAME}/pak0.pk3/music/b"].metadata["licence"] == "CC-BY-SA-3.0"
     assert (out / a.metadata["copyright_file"]).read_text() == COPYRIGHT
     d = tracks["y-data/usr/share/games/y/music/d.raw"]
     assert d.metadata["rendered_from"] == "usr/share/games/y/music/d.raw" and d.metadata["title"] == "d"
@@ -307,6 +307,8 @@ def test_track_licence_last_matching_paragraph_on_any_path_tail() -> None:
     assert track_licence(COPYRIGHT, "usr/share/games/x/data/extra/b.ogg") == "CC-BY-SA-3.0"  # continuation line
     assert track_licence(COPYRIGHT, "usr/share/games/x/data/extra/b.flac") == "GPL-2+"
     assert track_licence(COPYRIGHT, "usr/share/games/x/sound/s.ogg") == "GPL-2+"
+    assert track_licence(COPYRIGHT, "usr/share/games/x/data/music.pk3/b.ogg") == "GPL-2+"
+    assert track_licence(COPYRIGHT, "usr/share/games/x/data/pak0.pk3/music/b.ogg") == "CC-BY-SA-3.0"  # as packed
     assert track_licence("Copyright (C) 2007 Max\n", "usr/a.ogg") is None
 
 

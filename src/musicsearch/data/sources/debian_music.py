@@ -546,8 +546,9 @@ def track_licence(copyright_text: str, installed_path: str) -> str | None:
 
     DEP-5 patterns name paths in the *source* tree, which differ from installed paths, so a pattern matches
     when it matches the installed path or any of its trailing parts (``data/music/*`` matches
-    ``usr/share/games/x/data/music/a.ogg``); ``*`` crosses ``/``, as in DEP-5. As DEP-5 says, the last
-    matching ``Files:`` paragraph wins.
+    ``usr/share/games/x/data/music/a.ogg``); ``*`` crosses ``/``, as in DEP-5. A file from inside an archive
+    is also tried without the archive's component (``base/0music.pk3/music/a.ogg`` as ``base/music/a.ogg``:
+    the source tree before packing). As DEP-5 says, the last matching ``Files:`` paragraph wins.
 
     Args:
         copyright_text: the package's ``usr/share/doc/<pkg>/copyright``.
@@ -560,7 +561,8 @@ def track_licence(copyright_text: str, installed_path: str) -> str | None:
     if not paragraphs:
         return None
     parts = PurePosixPath(installed_path).parts
-    tails = ["/".join(parts[i:]) for i in range(len(parts))]
+    flat = tuple(p for p in parts if PurePosixPath(p).suffix.lower() not in ARCHIVE_EXTENSIONS)
+    tails = {"/".join(seq[i:]) for seq in (parts, flat) for i in range(len(seq))}
     found: str | None = None
     for patterns, licence in paragraphs:
         if any(fnmatch.fnmatchcase(tail, pat) for pat in patterns for tail in tails):
