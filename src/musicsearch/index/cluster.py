@@ -195,7 +195,7 @@ class RayPipeline:
         ctx.max_errored_blocks = -1  # a block is one file: a file whose task keeps dying is reported, not fatal
         actors, gpus = self._layout()
         log.info("Ray run: %d jobs, %d embedding actors (%g GPU each)", len(jobs), actors, gpus)
-        ds = ray.data.from_items(
+        ds: ray.data.Dataset = ray.data.from_items(
             [{"job": pickle.dumps(job, protocol=5)} for job in jobs], override_num_blocks=len(jobs)
         )
         # max_retries: a decoding task is retried 3 times, then its file is reported; it also keeps Ray Data from
