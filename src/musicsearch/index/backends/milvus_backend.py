@@ -13,6 +13,11 @@ worker processes or machines may write disjoint ids to the same collection at on
 indexing run fills it); a local ``.db`` file, though, belongs to one process, so concurrent writers need a server.
 Filters (``allowed_ids``) become ``id in [...]`` expressions, split into chunks of at most ``filter_chunk`` ids
 whose top-k lists are merged exactly.
+
+For a cluster, the index type (``IVF_SQ8`` / ``IVF_PQ`` when memory is the limit), its ``build_params``, the
+collection's ``num_shards``, the in-memory ``replica_number`` and the consistency of searches
+(``search_consistency="Bounded"`` for serve replicas) are options, kept in the saved manifest; docs/scaling.md
+has the settings for 100 M tracks. Tested against a real standalone server in ``tests/index/test_milvus_server.py``.
 """
 
 from __future__ import annotations
