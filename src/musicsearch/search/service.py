@@ -337,6 +337,11 @@ class _Gate:
         finally:
             self.pending -= 1
 
+    async def json(self, fn: Callable[[], Any]) -> JSONResponse:
+        """:meth:`run` ``fn`` and encode its result as JSON in the worker thread too: a 20 000-point map or a page
+        of results is not serialised on the event loop."""
+        return await self.run(lambda: JSONResponse(fn()))
+
 
 # -- audio files ---------------------------------------------------------------------------------------------------
 
@@ -550,7 +555,7 @@ def create_app(
             list[str] | None, Query(description="repeatable: artist=X, year>=1990, tag=jazz, ...")
         ] = None,
         text_weight: Annotated[float, Query(ge=0.0, le=1.0, description="text share when q and like")] = 0.5,
-    ) -> dict[str, Any]:
+    ) -> Response:
         if q is not None and len(q) > 4 * MAX_QUERY_CHARS:
             raise MusicSearchError(f"the query is {len(q)} characters long; the limit is {MAX_QUERY_CHARS}")
         if q is not None and not q.strip():
@@ -564,7 +569,7 @@ def create_app(
             resp = searcher.search(q, like, k, filter or None, text_weight=text_weight, allow_files=False)
             return resp.to_json(include_path=False)
 
-        return await gate.run(work)
+        return await gate.json(work)
 
     def _track_json(track_id: int) -> dict[str, Any]:
         try:
@@ -589,19 +594,19 @@ def create_app(
         }
 
     @app.get("/api/tracks/{track_id}", summary="A track's metadata")
-    async def track_endpoint(track_id: int) -> dict[str, Any]:
+    async def track_endpoint(track_id: int) -> Response:
         tid = _known_id(track_id)
-        return await gate.run(lambda: _track_json(tid))
+        return await gate.json(lambda: _track_json(tid))
 
     @app.get("/api/tracks/{track_id}/similar", summary="Tracks like this one")
-    async def similar_endpoint(track_id: int, k: Annotated[int, Query(ge=1, le=_MAX_K_HTTP)] = 10) -> dict[str, Any]:
+    async def similar_endpoint(track_id: int, k: Annotated[int, Query(ge=1, le=_MAX_K_HTTP)] = 10) -> Response:
         tid = _known_id(track_id)
 
         def work() -> dict[str, Any]:
             _track_json(tid)  # 404 for an unknown track
             return searcher.similar(tid, k).to_json(include_path=False)
 
-        return await gate.run(work)
+        return await gate.json(work)
 
     def _verified(track_id: int) -> tuple[Path, os.stat_result]:
         try:
@@ -630,8 +635,8 @@ def create_app(
         return _AudioFile(path, media_type=media, stat_result=st, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/map", summary="2-D map of the collection")
-    async def map_endpoint(limit: Annotated[int, Query(ge=1, le=100_000)] = 20_000) -> dict[str, Any]:
-        return await gate.run(lambda: searcher.collection_map(limit=limit))
+    async def map_endpoint(limit: Annotated[int, Query(ge=1, le=100_000)] = 20_000) -> Response:
+        return await gate.json(lambda: searcher.collection_map(limit=limit))
 
     # -- the page ----------------------------------------------------------------------------------------------
 
