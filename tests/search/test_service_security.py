@@ -263,6 +263,43 @@ def test_ranges_starlette_serves_whole(client: TestClient) -> None:
 # -- audio only while the file is the one indexed ----------------------------------------------------------------
 
 
+def test_audio_verifier_oracle(tmp_path: Path) -> None:
+    """The verifier against the plain rule: served iff the bytes hash to the recorded SHA-256."""
+    import hashlib
+
+    from musicsearch.search.service import AudioVerifier, FileChangedError
+
+    rng = np.random.default_rng(0)
+    f = tmp_path / "x.wav"
+    v = AudioVerifier(max_entries=2)
+    for i in range(12):  # rewritten in place, the same size each time: only the bytes tell the versions apart
+        data = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
+        f.write_bytes(data)
+        good = hashlib.sha256(data).hexdigest()
+        recorded = good if i % 3 else hashlib.sha256(data + b"!").hexdigest()
+        if recorded == good:
+            assert v.check(i, f, f"sha256:{recorded};meta:abc").st_size == len(data)
+        else:
+            with pytest.raises(FileChangedError):
+                v.check(i, f, f"sha256:{recorded};meta:abc")
+    assert len(v._ok) == 0  # a file changed in the last 2 s: no verdict kept (timestamps tick coarsely)
+    old = time.time_ns() - 10**10
+    for i in range(4):
+        g = tmp_path / f"settled{i}.wav"
+        g.write_bytes(b"x" * (i + 1))
+        os.utime(g, ns=(old, old))
+    time.sleep(2.1)  # ctime moved with utime: let it settle
+    for i in range(4):
+        g = tmp_path / f"settled{i}.wav"
+        v.check(i, g, f"sha256:{hashlib.sha256(b'x' * (i + 1)).hexdigest()};meta:")
+    hashed = v.hashes
+    assert len(v._ok) == 2  # kept, and bounded
+    v.check(3, tmp_path / "settled3.wav", f"sha256:{hashlib.sha256(b'xxxx').hexdigest()};meta:")
+    assert v.hashes == hashed  # the kept verdict served
+    with pytest.raises(FileChangedError, match="no SHA-256"):
+        v.check(0, f, "md5:abc")
+
+
 def test_audio_refused_once_the_file_changes(tmp_path: Path, model_path: Path) -> None:
     music = tmp_path / "music"
     music.mkdir()
@@ -271,6 +308,7 @@ def test_audio_refused_once_the_file_changes(tmp_path: Path, model_path: Path) -
     a, b, c = music / "a.wav", music / "b.wav", music / "c.wav"
     assert a.stat().st_size == b.stat().st_size == c.stat().st_size
     original = a.read_bytes()
+    written = time.monotonic()
     index_collection(music, tmp_path / "store", model=model_path, workers=0)
     app = create_app(tmp_path / "store")
     verifier = app.state.audio_verifier
@@ -278,6 +316,7 @@ def test_audio_refused_once_the_file_changes(tmp_path: Path, model_path: Path) -
         with TestClient(app, base_url=LOCAL) as client:
             ids = _ids(client)
             url = f"/api/audio/{ids['a.wav']}"
+            time.sleep(max(0.0, 2.2 - (time.monotonic() - written)))  # verdicts are kept for files settled 2 s
             assert client.get(url).content == original
             hashed = verifier.hashes
             assert client.get(url, headers={"Range": "bytes=0-9"}).status_code == 206

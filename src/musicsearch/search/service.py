@@ -115,6 +115,7 @@ _MEDIA_TYPES = {
 }
 _MAX_K_HTTP = 100
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER; larger ids cannot name a track
+_RACY_NS = 2_000_000_000  # a file's verdict is cached only once it has been unchanged this long (ns)
 _T = TypeVar("_T")
 
 
@@ -248,9 +249,7 @@ class ApiKeyAuth:
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         if not api_key or not api_key.strip():
-            raise MusicSearchError(
-                f"the API key is empty; set a long random key (e.g. `openssl rand -hex 32`) in {API_KEY_ENV}"
-            )
+            raise MusicSearchError(_EMPTY_KEY)
         self.app = app
         self._digest = hashlib.sha256(api_key.encode("utf-8")).digest()
 
@@ -277,7 +276,13 @@ class ApiKeyAuth:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.PUBLIC or self.authorised(Headers(scope=scope)):
+        if scope["type"] not in ("http", "websocket") or self.authorised(Headers(scope=scope)):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["path"] in self.PUBLIC:
             await self.app(scope, receive, send)
             return
         await _send_error(
@@ -356,7 +361,10 @@ class AudioVerifier:
     The indexer records each track's SHA-256 (``content_hash`` in ``metadata.sqlite``). The first request for a
     file hashes it; the verdict is then kept for that exact file state, keyed by ``(device, inode, size, mtime,
     ctime)``. Any edit, a restored modification time (ctime still moves), or a swap for a hard link to another
-    file (another inode) changes the key, and the file is hashed again. At most ``max_entries`` verdicts are kept.
+    file (another inode) changes the key, and the file is hashed again. File times advance in coarse ticks (a few
+    ms), so as in Git's "racily clean" rule a verdict is only kept for a file unchanged for over 2 s when it was
+    checked: a rewrite within the same tick cannot hide behind an equal key. At most ``max_entries`` verdicts
+    are kept.
 
     Args:
         max_entries: the size of the verdict cache (least recently used out first).
@@ -387,26 +395,35 @@ class AudioVerifier:
             OSError: the file cannot be read (gone: the app answers ``404``).
             FileChangedError: its bytes differ from what was indexed.
         """
-        want = content_hash.split(";", 1)[0].removeprefix("sha256:")
+        recorded = content_hash.split(";", 1)[0]
+        if not recorded.startswith("sha256:"):
+            raise FileChangedError(
+                f"track {track}: the store records no SHA-256 of its audio file, so it cannot be checked; "
+                "re-index the collection (`musicsearch index`) to serve it"
+            )
+        want = recorded.removeprefix("sha256:")
         st = os.stat(path)
         key = self._key(path, st)
         with self._lock:
             if self._ok.get(key) == want:
                 self._ok.move_to_end(key)
                 return st
+        settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
         got = sha256_file(path)
-        self.hashes += 1
         after = os.stat(path)
+        with self._lock:
+            self.hashes += 1
         if got != want or self._key(path, after) != key:  # changed while hashed: do not trust the verdict
             raise FileChangedError(
                 f"track {track}: its audio file has changed since it was indexed (other bytes, or replaced by "
                 "another file); re-index the collection (`musicsearch index`) to serve it"
             )
-        with self._lock:
-            self._ok[key] = want
-            self._ok.move_to_end(key)
-            while len(self._ok) > self.max_entries:
-                self._ok.popitem(last=False)
+        if settled:  # a file changed in the last seconds could change again within the same timestamp tick
+            with self._lock:
+                self._ok[key] = want
+                self._ok.move_to_end(key)
+                while len(self._ok) > self.max_entries:
+                    self._ok.popitem(last=False)
         return st
 
 
@@ -476,9 +493,7 @@ def create_app(
     """
     gate = _Gate(search_threads, max_queued, queue_timeout)
     if api_key is not None and not api_key.strip():
-        raise MusicSearchError(
-            f"the API key is empty; set a long random key (e.g. `openssl rand -hex 32`) in {API_KEY_ENV}"
-        )
+        raise MusicSearchError(_EMPTY_KEY)
     searcher = store if isinstance(store, Searcher) else Searcher.open(store, model=model)
     settings = searcher.store.settings
     verifier = AudioVerifier()
