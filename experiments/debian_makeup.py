@@ -1,7 +1,7 @@
 """Genre, mood and vocal make-up of the gathered Debian music, measured with the musicnn teachers.
 
 For every track of a ``musicsearch gather debian`` manifest, ``--windows`` musicnn patches (3 s each, at evenly
-spaced fractions of the track: 25/50/75 % for 3) are tagged by MTT_musicnn and MSD_musicnn; a track's tag
+spaced fractions of the track: 25/50/75 % for 3, the middle for 1) are tagged by MTT_musicnn and MSD_musicnn; a track's tag
 probabilities are the mean over its windows, a package's the mean over its tracks. Per package it reports
 
 * the top MSD genre tags and the top MTT genre tags (mean probability);
@@ -77,16 +77,21 @@ def main() -> None:
         "--out", type=Path, required=True, help="JSON with per-track and per-package results (resumed if present)"
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reuse", type=Path, nargs="*", default=[], help="earlier --out files whose tracks are reused")
+    ap.add_argument("--packages", default=None, help="comma-separated: tag only these packages' tracks")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     taggers = {"MTT": MusicnnTagger.load("MTT_musicnn"), "MSD": MusicnnTagger.load("MSD_musicnn")}
     tracks = read_manifest(args.manifest)
     per_track: dict[str, dict[str, Any]] = {}
-    if args.out.is_file():  # resume: tracks tagged by an earlier run (same windows) are not tagged again
-        old = json.loads(args.out.read_text())
-        if old.get("windows") == args.windows:
-            per_track = {t.track_id: old["tracks"][t.track_id] for t in tracks if t.track_id in old["tracks"]}
+    for prev in [args.out, *args.reuse]:  # tracks tagged by earlier runs are not tagged again
+        if prev.is_file():
+            old = json.loads(prev.read_text())["tracks"]
+            per_track.update({t.track_id: old[t.track_id] for t in tracks if t.track_id in old})
+    if args.packages:
+        wanted = set(args.packages.split(","))
+        tracks = [t for t in tracks if t.metadata["package"] in wanted or t.track_id in per_track]
     t0 = time.perf_counter()
     for i, t in enumerate(tracks):
         if t.track_id in per_track:
@@ -96,7 +101,11 @@ def main() -> None:
         except AudioError as exc:
             logger.warning("skipping %s: %s", t.track_id, exc)
             continue
-        rec: dict[str, Any] = {"package": t.metadata["package"], "duration": float(t.metadata["duration"])}
+        rec: dict[str, Any] = {
+            "package": t.metadata["package"],
+            "duration": float(t.metadata["duration"]),
+            "windows": args.windows,
+        }
         for name, tagger in taggers.items():
             probs, _ = tagger.run_patches(batch)  # (windows, 50)
             rec[name] = dict(zip(tagger.tags, probs.mean(axis=0).round(4).tolist(), strict=True))
@@ -114,6 +123,7 @@ def main() -> None:
         vocal = [max(r["MTT"][x] for x in MTT_VOCAL) > max(r["MTT"][x] for x in MTT_NO_VOCAL) for r in recs]
         summary[pkg] = {
             "tracks": len(recs),
+            "windows": sorted({int(r.get("windows", 3)) for r in recs}),
             "hours": sum(r["duration"] for r in recs) / 3600,
             "msd_genre": top(mean["MSD"], MSD_GENRES, 3),
             "mtt_genre": top(mean["MTT"], MTT_GENRES, 3),
@@ -122,18 +132,18 @@ def main() -> None:
             "four_genre_share": {g: four.count(g) / len(four) for _, g in FOUR},
             "vocal_share": float(np.mean(vocal)),
         }
-    args.out.write_text(json.dumps({"windows": args.windows, "packages": summary, "tracks": per_track}, indent=1))
+    args.out.write_text(json.dumps({"packages": summary, "tracks": per_track}, indent=1))
 
     def fmt(pairs: list[tuple[str, float]]) -> str:
         return ", ".join(f"{n} {p:.2f}" for n, p in pairs)
 
-    print("| package | tracks | hours | MSD genre | MTT genre | MSD mood | MTT descriptor ", end="")
+    print("| package | tracks | hours | windows | MSD genre | MTT genre | MSD mood | MTT descriptor ", end="")
     print("| 4-genre top (cl/ro/po/el %) | vocal % |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for pkg, s in summary.items():
         four_pct = "/".join(f"{100 * s['four_genre_share'][g]:.0f}" for _, g in FOUR)
         print(
-            f"| {pkg} | {s['tracks']} | {s['hours']:.2f} | {fmt(s['msd_genre'])} | {fmt(s['mtt_genre'])} | "
+            f"| {pkg} | {s['tracks']} | {s['hours']:.2f} | {'/'.join(map(str, s['windows']))} | {fmt(s['msd_genre'])} | {fmt(s['mtt_genre'])} | "
             f"{fmt(s['msd_mood'])} | {fmt(s['mtt_descriptor'])} | {four_pct} | {100 * s['vocal_share']:.0f} |"
         )
 

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     packages = [x.strip() for x in args.packages.split(",") if x.strip()] if args.packages else None
     report = gather_debian_music(args.out, packages, min_seconds=args.min_seconds)
     for p in report.packages:
+        if p.error is not None:
+            print(f"{p.package}: LEFT OUT: {p.error}")
+            continue
         state = "downloaded" if p.downloaded else "cached"
         print(
             f"{p.package} {p.version}: {p.files} tracks, {p.seconds / 3600:.2f} h ({state}); "

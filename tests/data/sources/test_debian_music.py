@@ -226,6 +226,23 @@ def test_cli_gather_prints_counts_and_licence(
     assert "wrote 3 tracks (0.02 h of audio)" in text
 
 
+def test_a_package_with_an_unsafe_archive_is_left_out_and_the_others_gathered(
+    tmp_path: Path, debs: dict[str, Path]
+) -> None:
+    evil = {
+        "usr/share/games/z/pak.pk3": _zip_bytes(
+            {"music/ok.ogg": _audio_bytes(7, 21.0, 16000, "OGG"), "../CREDITS": b"x"}
+        )
+    }
+    all_debs = {**debs, "z-data": _build_deb(tmp_path, "z-data", "1", evil, "Copyright 2000 Z\n")}
+    report = gather_debian_music(tmp_path / "out", ["z-data", X_SPEC], downloader=_fake_downloader(all_debs, []))
+    z, x = report.packages
+    assert z.error is not None and "outside the unpack folder" in z.error and z.files == 0
+    assert x.error is None and x.files == 2
+    assert not (tmp_path / "out" / "z-data").exists() and not (tmp_path / "out" / "CREDITS").exists()
+    assert {t.metadata["package"] for t in read_manifest(report.manifest)} == {"x-music"}
+
+
 def test_bad_package_name_is_refused_before_any_download(tmp_path: Path) -> None:
     def never(package: str, cache_dir: Path) -> Path:
         raise AssertionError("must not download")

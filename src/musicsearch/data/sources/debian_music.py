@@ -146,7 +146,10 @@ DEBIAN_MUSIC_PACKAGES: tuple[DebianMusicPackage, ...] = (
     _P("drascula-music", "Drascula: The Vampire Strikes Back", "1.0+ds4-2", 36.4),
     _P("asc-music", "Advanced Strategic Command", "1.3-6", 10.3),
     _P("xblast-tnt-musics", "XBlast", "20050106-3.1", 4.4, raw=RawPcm("u8", 22050, 2)),
-    # game data packages: only the music folder (sound effects would mostly fall under MIN_SECONDS anyway)
+    # game data packages: only the music folder (sound effects would mostly fall under MIN_SECONDS anyway).
+    # Not here: openarena-data (its missionpack/mp-pak0.pk3 holds a member named ../CREDITS, which the
+    # traversal rule refuses), fretsonfire-songs-* (songs split into guitar / backing stems), lincity-ng-data
+    # and boswars-data (no music files found in the .deb), openttd-openmsx (MIDI only).
     _P("0ad-data", "0 A.D.", "0.0.26-1", 1377.6, music="*/audio/music/*"),
     _P("widelands-data", "Widelands", "2:1.1-3", 381.4, music="*/music/*"),
     _P("supertuxkart-data", "SuperTuxKart", "1.4+dfsg-2", 627.7, music="*/music/*"),
@@ -162,7 +165,6 @@ DEBIAN_MUSIC_PACKAGES: tuple[DebianMusicPackage, ...] = (
     _P("enigma-data", "Enigma", "1.20-dfsg.1-2.2", 30.3, music="*/music/*"),
     _P("extremetuxracer-data", "Extreme Tux Racer", "0.8.2-1", 40.6, music="*/music/*"),
     _P("xmoto-data", "X-Moto", "0.6.1+repack-9", 31.9, music="*/musics/*"),
-    _P("openarena-data", "OpenArena", "0.8.5split-14", 44.0, music="*/music/*"),
     _P("fillets-ng-data", "Fish Fillets NG", "1.0.1-1.1", 70.6, music="*/music/*"),
     _P("frozen-bubble-data", "Frozen-Bubble", "2.212-11", 21.9, music="*/snd/*"),
     _P("btanks-data", "Battle Tanks", "0.9.8083-9", 26.4, music="*/tunes/*"),
@@ -772,6 +774,7 @@ class PackageReport:
         duplicates: ``(dropped track id, kept track id)`` of files that repeat an earlier track.
         downloaded: whether the ``.deb`` was fetched in this run (``False``: reused from the cache).
         unpacked: whether it was unpacked in this run (``False``: the earlier unpack was reused).
+        error: why the whole package was left out (failed download, unsafe member), else ``None``.
     """
 
     package: str
@@ -785,6 +788,7 @@ class PackageReport:
     duplicates: tuple[tuple[str, str], ...]
     downloaded: bool
     unpacked: bool
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -908,6 +912,49 @@ def remove_duplicates(
     return out
 
 
+def _refused(name: str, error: str) -> PackageReport:
+    return PackageReport(name, "", "", None, 0, 0.0, (), 0, (), False, False, error=error)
+
+
+def _gather_package(
+    spec: DebianMusicPackage, out: Path, cache: Path, downloader: Downloader, min_seconds: float
+) -> tuple[list[_Candidate], PackageReport]:
+    """Download (if needed), unpack (if needed) and analyse one package: its candidate tracks and report."""
+    name = spec.name
+    deb = cached_deb(name, cache)
+    downloaded = deb is None
+    if deb is None:
+        logger.info("downloading %s", name)
+        deb = Path(downloader(name, cache))
+        if not deb.is_file():
+            raise ManifestError(f"downloading {name} gave no file at {deb}")
+    version = deb_field(deb, "Version")
+    pkg_dir = out / name
+    marker = pkg_dir / _MARKER
+    stamp: dict[str, Any] = {
+        "deb": deb.name,
+        "size": deb.stat().st_size,
+        "version": version,
+        "rules": _RULES,
+        "music": spec.music,
+        "raw": dataclasses.asdict(spec.raw) if spec.raw else None,
+    }
+    old = _read_marker(marker)
+    unpacked = False
+    if old is None or {k: v for k, v in old.items() if k != "failed"} != stamp:
+        logger.info("unpacking %s", deb.name)
+        failed = unpack_deb(deb, pkg_dir, name, music=spec.music, raw=spec.raw)
+        write_json(marker, {**stamp, "failed": failed})
+        unpacked = True
+    else:
+        failed = dict(old.get("failed") or {})
+    logger.info("analysing %s", name)
+    got, report = _package_candidates(name, version, pkg_dir, out, failed, min_seconds)
+    if not got:
+        logger.warning("%s holds no music of at least %.0f s", name, min_seconds)
+    return got, dataclasses.replace(report, downloaded=downloaded, unpacked=unpacked)
+
+
 def gather_debian_music(
     out_dir: str | os.PathLike[str],
     packages: Sequence[str | DebianMusicPackage] | None = None,
@@ -938,9 +985,11 @@ def gather_debian_music(
         ``out_dir``), ``sha256``, ``rendered_from`` for rendered modules, and ``duplicates`` (ids of the
         copies left out) where there were any.
 
+    A package that cannot be downloaded or unpacked, or holds an unsafe member, is left out with a warning
+    and its report's ``error`` set; the others are gathered.
+
     Raises:
-        ManifestError: on a bad package name or minimum, a failed download or unpack, an unsafe package, or
-            when no music is found at all.
+        ManifestError: on a bad package name or minimum, or when no music is found at all.
     """
     if not (np.isfinite(min_seconds) and min_seconds >= 0):
         raise ManifestError(f"min_seconds must be a non-negative number of seconds, got {min_seconds!r}")
@@ -960,40 +1009,14 @@ def gather_debian_music(
     candidates: list[_Candidate] = []
     reports: list[PackageReport] = []
     for spec in specs:
-        name = spec.name
-        deb = cached_deb(name, cache)
-        downloaded = deb is None
-        if deb is None:
-            logger.info("downloading %s", name)
-            deb = Path(downloader(name, cache))
-            if not deb.is_file():
-                raise ManifestError(f"downloading {name} gave no file at {deb}")
-        version = deb_field(deb, "Version")
-        pkg_dir = out / name
-        marker = pkg_dir / _MARKER
-        stamp: dict[str, Any] = {
-            "deb": deb.name,
-            "size": deb.stat().st_size,
-            "version": version,
-            "rules": _RULES,
-            "music": spec.music,
-            "raw": dataclasses.asdict(spec.raw) if spec.raw else None,
-        }
-        old = _read_marker(marker)
-        unpacked = False
-        if old is None or {k: v for k, v in old.items() if k != "failed"} != stamp:
-            logger.info("unpacking %s", deb.name)
-            failed = unpack_deb(deb, pkg_dir, name, music=spec.music, raw=spec.raw)
-            write_json(marker, {**stamp, "failed": failed})
-            unpacked = True
-        else:
-            failed = dict(old.get("failed") or {})
-        logger.info("analysing %s", name)
-        got, report = _package_candidates(name, version, pkg_dir, out, failed, min_seconds)
-        if not got:
-            logger.warning("%s holds no music of at least %.0f s", name, min_seconds)
+        try:
+            got, report = _gather_package(spec, out, cache, downloader, min_seconds)
+        except ManifestError as exc:  # one refused package (unsafe, failed download) does not stop the others
+            logger.warning("%s left out: %s", spec.name, exc)
+            reports.append(_refused(spec.name, str(exc)))
+            continue
         candidates.extend(got)
-        reports.append(dataclasses.replace(report, downloaded=downloaded, unpacked=unpacked))
+        reports.append(report)
     if not candidates:
         raise ManifestError(
             f"no readable music of at least {min_seconds:g} s in packages {', '.join(names)}; "
