@@ -14,33 +14,57 @@ from collections.abc import Sequence
 from musicsearch import __version__
 from musicsearch.errors import MusicSearchError
 
-# Subcommand modules under musicsearch.cli, in the order `--help` lists them.
-COMMANDS: list[str] = [
-    "demo",
-    "scan",
-    "cache",
-    "train",
-    "synth",
-    "eval",
-    "export",
-    "tag",
-    "index",
-    "query",
-    "serve",
-    "gather",
-    "adapt",
-]
+# Subcommand modules under musicsearch.cli, in the order `--help` lists them, with their one-line help. The help
+# is repeated here so that `musicsearch --help` imports no subcommand module (some pull in numpy, torch or
+# transformers); tests/cli/test_lazy_imports.py checks that each module registers the same line.
+COMMANDS: dict[str, str] = {
+    "demo": "build, index and search a demo collection, then serve the web page",
+    "scan": "make a manifest (JSONL) from a folder of audio files",
+    "cache": "decode a manifest's audio once into a memory-mapped cache (16 kHz float32 .npy)",
+    "train": "train a model (CPU, one GPU, or torchrun DDP)",
+    "synth": "make a labelled synthetic music corpus (procedural MIDI rendered with FluidSynth)",
+    "eval": "evaluate models: tag/sentence retrieval, unseen queries, zero-shot, probing",
+    "export": "write a model as a musicsearch .safetensors file, or its two towers as ONNX (--onnx)",
+    "tag": "top tags of audio files from a pretrained musicnn tagger",
+    "index": "index a folder or manifest of audio into a store (incremental, resumable)",
+    "query": "search a store by text, by example, or both",
+    "serve": "serve a store's search API and web page",
+    "gather": "gather real, redistributable recordings (Debian game-music packages) into a manifest",
+    "adapt": "adapt a model to your recordings with musicnn teachers (pseudo-labels, no labels needed)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not an option (top-level options take no value)."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The argument parser.
+
+    Args:
+        command: the subcommand whose full parser is wanted (its module is imported); the others get a
+            placeholder with their one-line help, which is all ``musicsearch --help`` shows. ``"*"`` (the default)
+            imports and registers every subcommand; ``None`` none of them.
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(prog="musicsearch", description="Universal text-to-music retrieval.")
     parser.add_argument("--version", action="version", version=f"musicsearch {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"musicsearch.cli.{name}")
-        module.add_parser(sub)
+    for name, summary in COMMANDS.items():
+        if command in ("*", name):
+            module = importlib.import_module(f"musicsearch.cli.{name}")
+            module.add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
@@ -58,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Arguments that are not valid UTF-8 reach the commands as lone surrogates (Python's ``surrogateescape``) and
     are refused by them as such.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(words))  # only the named subcommand's module is imported
+    args = parser.parse_args(words)
     # our own log lines at INFO (-v: DEBUG); other libraries' only from WARNING up (-vv: everything at DEBUG)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose >= 2 else logging.WARNING,

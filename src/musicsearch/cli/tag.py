@@ -11,7 +11,10 @@ from typing import Any
 from tqdm import tqdm
 
 from musicsearch.errors import ConfigError
-from musicsearch.teachers.musicnn import MODEL_NAMES
+
+#: ``musicsearch.teachers.musicnn.MODEL_NAMES``, repeated so that parsing arguments imports no torch
+#: (tests/cli/test_lazy_imports.py checks the two agree).
+MODEL_NAMES: tuple[str, ...] = ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg")
 
 
 def add_parser(subparsers: Any) -> None:
