@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium ffmpeg
-EXTRAS := offline,synth,eval,index,serve,train,dev
+EXTRAS := offline,synth,eval,index,serve,train,export,dev
 
 .PHONY: all venv apt test test-all test-slow lint format typecheck demo bench reproduce clean
 
