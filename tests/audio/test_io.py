@@ -348,3 +348,19 @@ def test_windows_of_unseekable_and_ffmpeg_files_stream_in_blocks(
         got = audio_io.load_audio_windows(m4a, starts, SR)
         ref = whole_then_cut(m4a, starts, SR)
         np.testing.assert_allclose(got, ref, rtol=0, atol=WINDOW_ATOL)
+
+
+def test_file_name_that_is_not_utf8_decodes(tmp_path: Path) -> None:
+    """A name with undecodable bytes (surrogate-escaped by Python) opens; libsndfile gets the raw bytes."""
+    import os
+
+    folder = os.fsencode(tmp_path)
+    raw = os.path.join(folder, b"caf\xe9 \xff.wav")
+    sr = 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)).astype(np.float32)
+    with open(raw, "wb") as fh:
+        sf.write(fh, tone, sr, format="WAV", subtype="FLOAT")
+    path = Path(os.fsdecode(raw))
+    assert audio_info(path).sample_rate == sr
+    audio = load_audio(path)
+    np.testing.assert_allclose(audio, tone, atol=1e-6)

@@ -185,7 +185,7 @@ def _read_ffmpeg(path: Path, offset: float | None, duration: float | None) -> tu
 # --------------------------------------------------------------------------------------------------- soundfile
 def _read_soundfile(path: Path, offset: float | None, duration: float | None) -> tuple[np.ndarray, int]:
     """Decode with libsndfile to ``(T, C)`` float32, reading only the frames asked for."""
-    with sf.SoundFile(str(path)) as f:
+    with sf.SoundFile(os.fsencode(path)) as f:
         sr = int(f.samplerate)
         total = int(f.frames)
         start = 0 if offset is None else round(offset * sr)
@@ -397,7 +397,7 @@ def load_audio_windows(
 def _read_ranges(path: Path, ranges: list[tuple[int, int]], info: AudioInfo) -> list[np.ndarray]:
     """``(b - a, C)`` float32 frames of each ``[a, b)`` (file frames; fewer at the end of the file)."""
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             if f.seekable():
                 out = []
                 for a, b in ranges:
@@ -479,7 +479,7 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
         channels = 1 if arr.ndim == 1 else int(arr.shape[0])
         return AudioInfo(frames / NPY_SAMPLE_RATE, NPY_SAMPLE_RATE, channels, "NPY", frames)
     try:
-        info = sf.info(str(p))
+        info = sf.info(os.fsencode(p))  # bytes: names that are not valid UTF-8 still open
     except (sf.SoundFileError, RuntimeError) as exc:
         if not ffmpeg_available():
             raise _unreadable(p, f"libsndfile: {exc}") from None
