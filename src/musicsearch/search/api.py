@@ -65,6 +65,7 @@ from musicsearch.index.embedder import Embedder, unit_rows
 from musicsearch.index.indexer import METADATA_FILE, Store
 from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, connect_readonly, fold
 from musicsearch.index.store import VectorBackend
+from musicsearch.search.textenc import OnnxEmbedder, TextEmbeddingCache, open_embedder
 
 __all__ = [
     "GENERIC_QUERIES",
@@ -630,7 +631,8 @@ def calibrate(
     sample = sample[np.lexsort(sample.T[::-1])]
     if n == 0:
         return Calibration(token, np.zeros(dim, np.float32), 1.0, 1.645, 1.0, 1.645, 0, 0)
-    config = embedder.model.config
+    # an ONNX export has a text tower, so it is never a classification model (and holds no torch config)
+    config = None if isinstance(embedder, OnnxEmbedder) else embedder.model.config
     if getattr(config, "objective", "") == "classification":
         texts = list(getattr(config, "tags", ()))
         text_vecs = embedder.embed_texts(texts)
@@ -937,6 +939,10 @@ def _store_path(path: Any) -> Path:
     return Path(text).expanduser()
 
 
+#: Query texts whose embeddings a :class:`Searcher` keeps by default (about 1 KB each at 256-d).
+TEXT_CACHE_SIZE = 1024
+
+
 class Searcher:
     """A store and its model, open for many queries (the server holds one). Thread-safe (queries serialised).
 
@@ -944,12 +950,17 @@ class Searcher:
         store: an open store.
         embedder: the store's model (checked against the store).
         write_cache: save the calibration and map it computes into the store (best effort).
+        text_cache_size: query texts whose embeddings are kept (an LRU cache; 0: none).
     """
 
-    def __init__(self, store: Store, embedder: Embedder, *, write_cache: bool = True) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, *, write_cache: bool = True, text_cache_size: int = TEXT_CACHE_SIZE
+    ) -> None:
         store.check_model(embedder)
         self.store = store
         self.embedder = embedder
+        #: the query texts' embeddings, newest kept (hits/misses counted)
+        self.text_cache = TextEmbeddingCache(embedder.embed_texts, text_cache_size)
         self.write_cache = write_cache
         self._lock = threading.RLock()
         self._vectors: tuple[str, np.ndarray, np.ndarray] | None = None
@@ -958,19 +969,29 @@ class Searcher:
         self._filter_index: tuple[str, FilterIndex] | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, model: str | os.PathLike[str] | Embedder | None = None) -> Searcher:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        model: str | os.PathLike[str] | Embedder | None = None,
+        text_cache_size: int = TEXT_CACHE_SIZE,
+    ) -> Searcher:
         """Open a store for searching with its own model (``model=None``) or ``model`` after checking it matches.
+
+        The model runs from its ONNX export when it has one (no torch: :mod:`musicsearch.search.textenc`).
 
         Args:
             path: the store directory (``~`` expanded).
             model: the model to check against the store's, or ``None`` for the store's own.
+            text_cache_size: see :class:`Searcher`.
 
         Raises:
             MusicSearchError: not a store, or a model other than the store's.
         """
         store = Store.open(_store_path(path))
         try:
-            return cls(store, store.load_embedder(model))
+            embedder = open_embedder(store.settings.model_source if model is None else model)
+            return cls(store, embedder, text_cache_size=text_cache_size)
         except BaseException:
             store.close()
             raise
@@ -1230,7 +1251,7 @@ class Searcher:
         texts = ([parsed.positive] if parsed is not None and parsed.positive else []) + (
             list(parsed.negatives) if parsed is not None else []
         )
-        text_vecs = self.embedder.embed_texts(texts) if texts else np.zeros((0, store.settings.dim), np.float32)
+        text_vecs = self.text_cache(texts) if texts else np.zeros((0, store.settings.dim), np.float32)
         has_text = parsed is not None and bool(parsed.positive)
         t_vec = text_vecs[0] if has_text else None
         neg_vecs = text_vecs[1:] if has_text else text_vecs

@@ -1,0 +1,223 @@
+"""The search path's model: ONNX Runtime when the model has an export (no torch, no transformers), torch otherwise;
+and a bounded LRU cache of text embeddings.
+
+:func:`open_embedder` is what :meth:`musicsearch.search.api.Searcher.open` (and so ``musicsearch query``,
+``serve`` and the Python search API) calls. For a model named by a shipped name, a ``.safetensors`` file or a run
+folder, it looks for an export of exactly those weights (by their SHA-256) in the ONNX cache
+(:func:`musicsearch.models.onnx.onnx_cache_dir`):
+
+* found and intact: an :class:`OnnxEmbedder`; the query text is encoded with ``tokenizers`` + ``onnxruntime``;
+* found but stale or damaged: a warning naming the problem, then torch (never a wrong embedding);
+* not found: torch; for a shipped model the export is made there and then (first use, once, atomically), so the
+  next process runs without torch. ``musicsearch export --onnx --model M`` makes one for any model.
+
+``MUSICSEARCH_ONNX=0`` turns all of this off (torch always).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musicsearch.errors import MusicSearchError
+from musicsearch.index.embedder import Embedder, load_embedder, unit_rows
+from musicsearch.models.onnx import (
+    EXPORT_FILE,
+    ExportedModel,
+    StaleExportError,
+    export_dir_for,
+    weights_of,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ENV_ONNX", "OnnxEmbedder", "TextEmbeddingCache", "onnx_enabled", "open_embedder"]
+
+#: Environment switch: ``0`` (or ``false``/``no``/``off``) keeps the search path on torch.
+ENV_ONNX = "MUSICSEARCH_ONNX"
+
+
+def onnx_enabled() -> bool:
+    """Whether the search path may use ONNX exports (``$MUSICSEARCH_ONNX``, default on)."""
+    return os.environ.get(ENV_ONNX, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class OnnxEmbedder(Embedder):
+    """An :class:`~musicsearch.index.embedder.Embedder` whose towers run from an ONNX export.
+
+    It has the identity of the torch model it stands for (config name, weights checksum, source), so a store
+    accepts it exactly when it would accept that model. Texts and audio windows go through ONNX Runtime;
+    ``.model`` (the torch model) is loaded only if some caller asks for it.
+
+    Args:
+        exported: a checked export (:meth:`~musicsearch.models.onnx.ExportedModel.open`).
+        source: the ``--model`` value it stands for.
+        batch_size: windows per ONNX Runtime call.
+    """
+
+    def __init__(self, exported: ExportedModel, *, source: str, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
+        self.exported = exported
+        self.name = str(exported.meta["config_name"])
+        self.checksum = exported.weights_sha256
+        self.source = source
+        self.batch_size = int(batch_size)
+        self._torch: Embedder | None = None
+
+    @property  # type: ignore[override]
+    def model(self) -> Any:
+        """The torch model (loaded on first use: only code outside the search path needs it)."""
+        if self._torch is None:
+            log.info("loading the torch model %s (asked for beside its ONNX export)", self.source)
+            self._torch = load_embedder(self.source, batch_size=self.batch_size)
+        return self._torch.model
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self.exported.dim
+
+    @property
+    def window_samples(self) -> int:
+        """Model input length in samples."""
+        return self.exported.window_samples
+
+    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
+        """``(N, window_samples)`` float32 windows -> ``(N, D)`` float32 raw embeddings (ONNX Runtime).
+
+        Raises:
+            MusicSearchError: a wrong window length, or NaN/inf from the model.
+        """
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
+            raise MusicSearchError(
+                f"windows must be (N, {self.window_samples}) for model {self.name}, got {windows.shape}"
+            )
+        out = self.exported.encode_audio(windows, batch_size=self.batch_size)
+        if not np.isfinite(out).all():
+            raise MusicSearchError(f"model {self.name} (ONNX) gave NaN or inf for these windows")
+        return out
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``N`` texts -> ``(N, D)`` unit float32 embeddings (ONNX Runtime; within 1e-4 of torch before norming)."""
+        items = list(texts)
+        if not all(isinstance(t, str) for t in items):
+            raise MusicSearchError("texts must be strings")
+        return unit_rows(self.exported.encode_text(items), what="text embeddings")
+
+    def __repr__(self) -> str:
+        return f"OnnxEmbedder(name={self.name!r}, checksum={self.checksum[:12]}, folder={str(self.exported.folder)!r})"
+
+
+def _is_shipped_name(model: str) -> bool:
+    return not Path(model).expanduser().exists() and "/" not in model and "\\" not in model
+
+
+def open_embedder(
+    model: str | os.PathLike[str] | Embedder,
+    *,
+    onnx: bool | None = None,
+    export_on_first_use: bool = True,
+    batch_size: int = 16,
+) -> Embedder:
+    """The model for searching: its ONNX export when there is a good one, else torch (see the module notes).
+
+    Args:
+        model: an :class:`Embedder` (returned as is), or a ``--model`` value (shipped name, file, run folder,
+            published name).
+        onnx: use ONNX exports (``None``: ``$MUSICSEARCH_ONNX``, default on).
+        export_on_first_use: for a shipped model without an export, make one in the cache after loading torch.
+        batch_size: audio windows per forward pass.
+
+    Returns:
+        An :class:`OnnxEmbedder` or a torch :class:`Embedder`.
+
+    Raises:
+        CheckpointError: the model cannot be loaded at all (as :func:`~musicsearch.index.embedder.load_embedder`).
+    """
+    if isinstance(model, Embedder):
+        return model
+    if not (onnx_enabled() if onnx is None else onnx):
+        return load_embedder(model, batch_size=batch_size)
+    spec = str(model)
+    found = weights_of(spec)
+    if found is None:  # a published checkpoint, or nothing there: torch says which
+        return load_embedder(model, batch_size=batch_size)
+    _, sha = found
+    folder = export_dir_for(sha)
+    if (folder / EXPORT_FILE).exists():
+        try:
+            exported = ExportedModel.open(folder, weights_sha256=sha)
+            if exported.has_text:
+                source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().exists() else spec
+                return OnnxEmbedder(exported, source=source, batch_size=batch_size)
+        except StaleExportError as exc:
+            log.warning("%s. Using torch for now", exc)
+        return load_embedder(model, batch_size=batch_size)
+    embedder = load_embedder(model, batch_size=batch_size)
+    if export_on_first_use and _is_shipped_name(spec):
+        from musicsearch.models.onnx import export_onnx
+
+        log.info("first use of model %s: exporting it to ONNX in %s (once; later queries need no torch)", spec, folder)
+        try:
+            export_onnx(embedder.model, folder, weights_sha256=sha, source=spec)
+        except (MusicSearchError, OSError) as exc:
+            log.warning("could not export model %s to ONNX in %s (%s); searching with torch", spec, folder, exc)
+    return embedder
+
+
+class TextEmbeddingCache:
+    """A bounded, thread-safe LRU cache of unit text embeddings in front of an ``embed(texts) -> (N, D)`` function.
+
+    Args:
+        embed: the function that embeds the texts the cache does not hold (one call per lookup, for the misses).
+        size: entries kept (0 turns the cache off).
+
+    Raises:
+        MusicSearchError: a negative size.
+    """
+
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], size: int = 1024) -> None:
+        if size < 0:
+            raise MusicSearchError(f"text cache size must be >= 0, got {size}")
+        self._embed = embed
+        self.size = int(size)
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """``N`` texts -> ``(N, D)`` float32, the cached rows for texts seen before, the rest embedded now."""
+        items = list(texts)
+        if self.size == 0 or not items:
+            return self._embed(items)
+        with self._lock:
+            rows: list[np.ndarray | None] = [self._items.get(t) for t in items]
+            for t, r in zip(items, rows):
+                if r is not None:
+                    self._items.move_to_end(t)
+        missing = sorted({t for t, r in zip(items, rows) if r is None})
+        fresh = dict(zip(missing, self._embed(missing))) if missing else {}
+        with self._lock:
+            self.hits += sum(r is not None for r in rows)
+            self.misses += len(items) - sum(r is not None for r in rows)
+            for t, v in fresh.items():
+                v = np.array(v, dtype=np.float32)  # a copy: callers may not alter the cached row
+                v.setflags(write=False)
+                self._items[t] = v
+                self._items.move_to_end(t)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        out = [r if r is not None else fresh[t] for t, r in zip(items, rows)]
+        return np.stack(out).astype(np.float32)

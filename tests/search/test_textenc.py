@@ -1,0 +1,188 @@
+"""The search path on ONNX: ``musicsearch query`` with an exported model imports neither torch nor transformers,
+ranks as torch does, falls back to torch (with a warning) on a damaged export; the LRU text cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_tone_corpus
+from musicsearch.cli.main import main
+from musicsearch.errors import MusicSearchError
+from musicsearch.index.embedder import load_embedder
+from musicsearch.index.indexer import index_collection
+from musicsearch.models.checkpoint import save_model
+from musicsearch.models.onnx import TEXT_FILE, export_dir_for, weights_of
+from musicsearch.models.registry import build_model, model_config
+from musicsearch.search.api import Searcher
+from musicsearch.search.textenc import OnnxEmbedder, TextEmbeddingCache, open_embedder
+
+HEAVY = ("torch", "transformers")
+QUERY = "calm low sine"
+
+# `musicsearch query` in a fresh interpreter; prints the CLI's JSON, then which heavy modules were imported.
+PROBE = f"""
+import json, sys
+from musicsearch.cli.main import main
+code = main(["query", {QUERY!r}, "--store", sys.argv[1], "-k", "5", "--json"])
+print(json.dumps({{"code": code, "loaded": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """``(store, model file, cache root)``: eight tones indexed with a seeded debug model, exported to ONNX."""
+    root = tmp_path_factory.mktemp("textenc")
+    torch.manual_seed(0)
+    model = build_model(model_config("debug", text_encoder="tiny-bert"), pretrained_text=False)
+    ckpt = root / "debug.safetensors"
+    save_model(model, ckpt)
+    manifest = write_tone_corpus(root / "corpus")
+    index_collection(manifest, root / "store", model=ckpt, workers=0)
+    cache = root / "cache"
+    old = os.environ.get("MUSICSEARCH_CACHE")
+    os.environ["MUSICSEARCH_CACHE"] = str(cache)
+    try:
+        assert main(["export", "--onnx", "--model", str(ckpt)]) == 0
+    finally:
+        if old is None:
+            del os.environ["MUSICSEARCH_CACHE"]
+        else:
+            os.environ["MUSICSEARCH_CACHE"] = old
+    return root / "store", ckpt, cache
+
+
+def _query(store: Path, cache: Path, *, onnx: bool) -> tuple[dict, list[str], str]:
+    env = {**os.environ, "MUSICSEARCH_CACHE": str(cache), "MUSICSEARCH_ONNX": "1" if onnx else "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(store)], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
+    lines = proc.stdout.strip().splitlines()
+    status = json.loads(lines[-1])
+    assert status["code"] == 0, proc.stderr
+    return json.loads("\n".join(lines[:-1])), status["loaded"], proc.stderr
+
+
+def _ranking(resp: dict) -> list[tuple[str, float]]:
+    return [(r["track_id"], r["score"]) for r in resp["results"]]
+
+
+def _assert_same_ranking(a: dict, b: dict) -> None:
+    ra, rb = _ranking(a), _ranking(b)
+    assert [t for t, _ in ra] == [t for t, _ in rb]
+    # cosines of unit vectors from raw embeddings within 1e-4 of each other: well within 1e-3
+    np.testing.assert_allclose([s for _, s in ra], [s for _, s in rb], atol=1e-3)
+
+
+def test_query_with_an_export_imports_no_torch_and_ranks_as_torch(exported_store: tuple[Path, Path, Path]) -> None:
+    store, _, cache = exported_store
+    fast, loaded, _ = _query(store, cache, onnx=True)
+    assert loaded == [], f"the ONNX query path imported {loaded}"
+    slow, loaded_torch, _ = _query(store, cache, onnx=False)
+    assert "torch" in loaded_torch  # the probe does see torch when it is used
+    assert len(fast["results"]) == 5
+    _assert_same_ranking(fast, slow)
+
+
+def test_a_damaged_export_falls_back_to_torch_with_a_warning(
+    exported_store: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    store, ckpt, cache = exported_store
+    bad_cache = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(cache, bad_cache)
+    _, sha = weights_of(ckpt)  # type: ignore[misc]
+    text = export_dir_for(sha, root=bad_cache / "onnx") / TEXT_FILE
+    data = bytearray(text.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    text.write_bytes(bytes(data))
+    resp, loaded, err = _query(store, bad_cache, onnx=True)
+    assert "torch" in loaded
+    assert "text.onnx does not match its checksum" in err and "Using torch" in err
+    reference, _, _ = _query(store, cache, onnx=False)
+    _assert_same_ranking(resp, reference)
+
+
+def test_open_embedder_picks_onnx_only_for_the_same_weights(
+    exported_store: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ckpt, cache = exported_store
+    monkeypatch.setenv("MUSICSEARCH_CACHE", str(cache))
+    fast = open_embedder(ckpt, onnx=True)
+    assert isinstance(fast, OnnxEmbedder)
+    torch_embedder = load_embedder(ckpt)
+    assert (fast.name, fast.checksum, fast.dim) == (torch_embedder.name, torch_embedder.checksum, torch_embedder.dim)
+    texts = ["calm", "loud square wave", "noisy treble"]
+    assert np.abs(fast.embed_texts(texts) - torch_embedder.embed_texts(texts)).max() <= 1e-4
+    windows = np.random.default_rng(0).uniform(-0.5, 0.5, (2, fast.window_samples)).astype(np.float32)
+    assert np.abs(fast.embed_windows(windows) - torch_embedder.embed_windows(windows)).max() <= 1e-4
+    assert not isinstance(open_embedder(ckpt, onnx=False), OnnxEmbedder)
+    # other weights (one more training step's worth of change): no export of them, so torch
+    other = build_model(model_config("debug", text_encoder="tiny-bert"), pretrained_text=False)
+    save_model(other, tmp_path / "other.safetensors")
+    assert not isinstance(open_embedder(tmp_path / "other.safetensors", onnx=True), OnnxEmbedder)
+    with Searcher.open(store) as searcher:
+        assert isinstance(searcher.embedder, OnnxEmbedder)
+        assert searcher.search(QUERY, k=3).results
+
+
+# --- the text cache --------------------------------------------------------------------------------------------
+
+
+class CountingEmbed:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_text_cache_returns_the_function_values_and_evicts_least_recent() -> None:
+    embed = CountingEmbed()
+    cache = TextEmbeddingCache(embed, size=2)
+    np.testing.assert_array_equal(cache(["a", "bb"]), embed(["a", "bb"]))
+    embed.calls.clear()
+    np.testing.assert_array_equal(cache(["bb", "a"]), embed(["bb", "a"]))
+    assert embed.calls == [["bb", "a"]]  # only the oracle call above: both were cached
+    embed.calls.clear()
+    cache(["ccc"])  # evicts the least recently used: "bb" (used before "a" in the last lookup)
+    assert embed.calls == [["ccc"]] and len(cache) == 2
+    embed.calls.clear()
+    cache(["a"])
+    assert embed.calls == []
+    cache(["bb"])
+    assert embed.calls == [["bb"]]
+    assert cache.hits == 3 and cache.misses == 4
+
+
+def test_text_cache_rows_cannot_be_altered_and_size_zero_is_off() -> None:
+    cache = TextEmbeddingCache(CountingEmbed(), size=4)
+    out = cache(["a"])
+    out[0, 0] = 99.0  # the caller's copy
+    assert cache(["a"])[0, 0] == 1.0
+    embed = CountingEmbed()
+    off = TextEmbeddingCache(embed, size=0)
+    off(["a"])
+    off(["a"])
+    assert len(embed.calls) == 2 and len(off) == 0
+    with pytest.raises(MusicSearchError, match="text cache size"):
+        TextEmbeddingCache(embed, size=-1)
+
+
+def test_searcher_caches_query_texts(exported_store: tuple[Path, Path, Path]) -> None:
+    store, _, _ = exported_store
+    with Searcher.open(store, text_cache_size=8) as searcher:
+        first = searcher.search(QUERY, k=3)
+        second = searcher.search(QUERY, k=3)
+        assert searcher.text_cache.hits == 1 and searcher.text_cache.misses == 1
+    assert [r.track_id for r in first.results] == [r.track_id for r in second.results]
+    assert [r.score for r in first.results] == [r.score for r in second.results]
