@@ -15,6 +15,9 @@ from musicsearch.data.manifest import Track, write_manifest
 os.environ["MUSICSEARCH_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Searching runs on torch unless a test opts in to ONNX exports (tests/search/test_textenc.py): no test makes a
+# first-use export of the shipped model into the user's cache.
+os.environ["MUSICSEARCH_ONNX"] = "0"
 
 TONE_TAGS = [
     ("low", "calm", "sine"),

@@ -116,6 +116,7 @@ def test_open_embedder_picks_onnx_only_for_the_same_weights(
 ) -> None:
     store, ckpt, cache = exported_store
     monkeypatch.setenv("MUSICSEARCH_CACHE", str(cache))
+    monkeypatch.setenv("MUSICSEARCH_ONNX", "1")
     fast = open_embedder(ckpt, onnx=True)
     assert isinstance(fast, OnnxEmbedder)
     torch_embedder = load_embedder(ckpt)
@@ -186,3 +187,16 @@ def test_searcher_caches_query_texts(exported_store: tuple[Path, Path, Path]) ->
         assert searcher.text_cache.hits == 1 and searcher.text_cache.misses == 1
     assert [r.track_id for r in first.results] == [r.track_id for r in second.results]
     assert [r.score for r in first.results] == [r.score for r in second.results]
+
+
+def test_a_shipped_model_is_exported_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """First use: torch, and the export is written into the cache (atomically); the next open runs on it."""
+    monkeypatch.setenv("MUSICSEARCH_CACHE", str(tmp_path))
+    first = open_embedder("procedural", onnx=True)
+    assert not isinstance(first, OnnxEmbedder)
+    _, sha = weights_of("procedural")  # type: ignore[misc]
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [export_dir_for(sha).name]
+    second = open_embedder("procedural", onnx=True)
+    assert isinstance(second, OnnxEmbedder) and second.checksum == first.checksum == sha
+    texts = ["calm piano", "fast drums"]
+    assert np.abs(second.embed_texts(texts) - first.embed_texts(texts)).max() <= 1e-4
