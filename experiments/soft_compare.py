@@ -99,7 +99,7 @@ def evaluate(name: str, ref: str, args: argparse.Namespace, recs: list[str], top
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     rows = [
-        "| model | corpus tags top50 ROC / PR | corpus sentence R@10 | corpus unseen ROC | real held-out tags ROC / PR "
+        "| model | corpus tags top50 ROC / PR | corpus sentence R@1 | corpus unseen ROC | real held-out tags ROC / PR "
         "| genre agreement with teachers | 8 real recordings MRR (top-1) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -107,7 +107,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         c, real = r["corpus"], r["real"]
         rows.append(
             f"| {name} | {_pct(c['tags']['top50']['roc_auc'])} / {_pct(c['tags']['top50']['pr_auc'])} "
-            f"| {_pct(c['sentence']['R@10'])} | {_pct(c.get('unseen', {}).get('roc_auc'))} "
+            f"| {_pct(c['sentence']['R@1'])} | {_pct(c.get('unseen', {}).get('roc_auc'))} "
             f"| {_pct(real['tags']['all']['roc_auc'])} / {_pct(real['tags']['all']['pr_auc'])} "
             f"| {_pct(r['genre_agreement'])} | {r['librosa']['mrr']:.3f} ({_pct(r['librosa']['top1'])}) |"
         )

@@ -247,6 +247,7 @@ class HeadTrainConfig:
         ceiling: highest per-tag threshold.
         max_tags: most confident tags a window keeps.
         caption_share: chance that a corpus window's text is one of its captions rather than a stochastic tag text.
+        text_variants: texts drawn per training window before training (one is picked at every step).
         seed: the one seed (initialisation, batches, text sampling).
     """
 
@@ -262,6 +263,7 @@ class HeadTrainConfig:
     ceiling: float = 0.5
     max_tags: int = 10
     caption_share: float = 0.3
+    text_variants: int = 6
     seed: int = 0
 
 
@@ -382,6 +384,8 @@ def train_head(
     params = [*model.audio_encoder.head.parameters(), *model.audio_projector.parameters(), *soft.parameters()]
     if hasattr(model, "logit_scale"):
         params.append(model.logit_scale)
+    # what the config makes trainable decides which text weights a checkpoint stores: restored before saving
+    trainable_by_config = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -390,7 +394,7 @@ def train_head(
     steps_per_epoch = -(-train_idx.size // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
 
-    def text_of(i: int, r: np.random.Generator, train: bool) -> str | None:
+    def draw_text(i: int, r: np.random.Generator, train: bool) -> str | None:
         if i < n_real:
             tags = real_tags[i]
             if not tags or not cfg.pseudo_captions:
@@ -400,6 +404,20 @@ def train_head(
         if t.captions and r.random() < cfg.caption_share:
             return str(t.captions[int(r.integers(len(t.captions)))])
         return sample_stochastic(list(t.tags), r, train=train) if t.tags else None
+
+    # a fixed pool of text variants per window, drawn once (seeded) and embedded once: the frozen text tower
+    # then costs one pass over the pool, not one per step
+    pool_rng = np.random.default_rng(cfg.seed + 2)
+    pools: list[list[str]] = []
+    for i in range(all_feats.shape[0]):
+        is_valid = splits[i] == "valid"
+        drawn = [draw_text(i, pool_rng, not is_valid) for _ in range(1 if is_valid else cfg.text_variants)]
+        pools.append(sorted({d for d in drawn if d is not None}))
+    text_cache([t for p in pools for t in p])
+
+    def text_of(i: int, r: np.random.Generator, train: bool) -> str | None:
+        p = pools[i]
+        return p[int(r.integers(len(p)))] if p else None
 
     def batch_loss(idx: np.ndarray, r: np.random.Generator, train: bool) -> tuple[torch.Tensor, dict[str, float]]:
         audio = model.joint_from_features(all_feats[idx])  # (B, D)
@@ -449,8 +467,8 @@ def train_head(
     assert best is not None
     model.load_state_dict({**model.state_dict(), **best[2]})
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    for n, p in model.named_parameters():
+        p.requires_grad_(trainable_by_config[n])
     listing = [[w.track_id, w.audio_path, w.start, w.split] for w in [*real, *corpus]]
     summary: dict[str, Any] = {
         "config": dataclasses.asdict(cfg),
