@@ -200,3 +200,24 @@ def test_a_shipped_model_is_exported_on_first_use(tmp_path: Path, monkeypatch: p
     assert isinstance(second, OnnxEmbedder) and second.checksum == first.checksum == sha
     texts = ["calm piano", "fast drums"]
     assert np.abs(second.embed_texts(texts) - first.embed_texts(texts)).max() <= 1e-4
+
+
+def test_the_server_keeps_a_bounded_text_cache(exported_store: tuple[Path, Path, Path]) -> None:
+    """``serve --text-cache N`` reaches the server's searcher; repeated queries are answered from it."""
+    from fastapi.testclient import TestClient
+
+    from musicsearch.cli.main import build_parser
+    from musicsearch.search.service import create_app
+
+    store, _, _ = exported_store
+    args = build_parser("serve").parse_args(["serve", "--store", str(store), "--text-cache", "2"])
+    assert args.text_cache == 2
+    app = create_app(store, text_cache_size=args.text_cache, allowed_hosts=["*"])
+    try:
+        client = TestClient(app)
+        for q in ("calm", "loud", "calm", "noisy", "calm"):
+            assert client.get("/api/search", params={"q": q, "k": 2}).status_code == 200
+        cache = app.state.searcher.text_cache
+        assert cache.size == 2 and len(cache) == 2 and cache.hits == 2 and cache.misses == 3
+    finally:
+        app.state.searcher.close()

@@ -75,6 +75,12 @@ def add_parser(subparsers: Any) -> None:
         help="seconds a request may wait for a worker thread; then 503 (default: %(default)s)",
     )
     p.add_argument(
+        "--text-cache",
+        type=int,
+        default=1024,
+        help="query texts whose embeddings are kept in memory (LRU; 0: none; default: %(default)s)",
+    )
+    p.add_argument(
         "--max-connections",
         type=int,
         default=128,
@@ -130,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         search_threads=args.search_threads,
         max_queued=args.max_queued,
         queue_timeout=args.queue_timeout,
+        text_cache_size=args.text_cache,
     )
     server = build_server(app, host=args.host, port=args.port, limits=limits)
     print(f"serving {args.store} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")

@@ -66,7 +66,7 @@ from musicsearch import __version__
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import sha256_file
 from musicsearch.index.embedder import Embedder
-from musicsearch.search.api import MAX_QUERY_CHARS, Searcher
+from musicsearch.search.api import MAX_QUERY_CHARS, TEXT_CACHE_SIZE, Searcher
 
 if TYPE_CHECKING:
     import uvicorn
@@ -471,6 +471,7 @@ def create_app(
     search_threads: int = 2,
     max_queued: int = 32,
     queue_timeout: float = 30.0,
+    text_cache_size: int = TEXT_CACHE_SIZE,
 ) -> FastAPI:
     """The FastAPI application serving one store.
 
@@ -484,6 +485,7 @@ def create_app(
             searcher; more threads let track lookups and audio checks run beside a long query).
         max_queued: requests that may wait for a worker thread; beyond, ``503`` with ``Retry-After: 1``.
         queue_timeout: seconds a request may wait for a worker thread before it gets that ``503``.
+        text_cache_size: query texts whose embeddings the searcher keeps (LRU; 0: none).
 
     Returns:
         The app (its searcher is ``app.state.searcher``; close it when done).
@@ -494,7 +496,9 @@ def create_app(
     gate = _Gate(search_threads, max_queued, queue_timeout)
     if api_key is not None and not api_key.strip():
         raise MusicSearchError(_EMPTY_KEY)
-    searcher = store if isinstance(store, Searcher) else Searcher.open(store, model=model)
+    searcher = (
+        store if isinstance(store, Searcher) else Searcher.open(store, model=model, text_cache_size=text_cache_size)
+    )
     settings = searcher.store.settings
     verifier = AudioVerifier()
     count_limiter = anyio.CapacityLimiter(1)  # the health endpoint's own thread: never behind the search gate
