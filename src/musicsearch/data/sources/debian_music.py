@@ -409,6 +409,13 @@ def _music_matcher(pattern: str) -> Callable[[PurePosixPath], bool]:
     return lambda rel: fnmatch.fnmatchcase(rel.as_posix().lower(), low)
 
 
+def _inside(
+    archive: PurePosixPath, wanted: frozenset[str] | set[str], is_music: Callable[[PurePosixPath], bool]
+) -> Callable[[PurePosixPath], bool]:
+    """The member filter of an archive: a wanted suffix, and music by its path through the archive."""
+    return lambda member: member.suffix.lower() in wanted and is_music(archive / member)
+
+
 def unpack_deb(
     deb: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -467,12 +474,7 @@ def unpack_deb(
         for arc in (rel for rel in written if rel.suffix.lower() in ARCHIVE_EXTENSIONS):
             arc_path = tmp.joinpath(*arc.parts)
             inner = arc_path.with_name(arc_path.name + ".d")
-            got = extract_zip_members(
-                arc_path,
-                inner,
-                lambda m, arc=arc: m.suffix.lower() in wanted and is_music(arc / m),
-                where=f"{deb}:{arc}",
-            )
+            got = extract_zip_members(arc_path, inner, _inside(arc, wanted, is_music), where=f"{deb}:{arc}")
             arc_path.unlink()
             if got:
                 inner.rename(arc_path)  # audio of x.pk3 lives in the folder x.pk3/
