@@ -296,8 +296,8 @@ def export_onnx(
                 dynamo=False,
             )
             if text_graph is not None:
-                enc = model.text_encoder
-                batch = enc.tokenize(list(PARITY_TEXTS[:2]), device=torch.device("cpu"))  # type: ignore[union-attr]
+                enc: Any = model.text_encoder  # a TransformerTextEncoder (the text graph exists)
+                batch = enc.tokenize(list(PARITY_TEXTS[:2]), device=torch.device("cpu"))
                 inputs = tuple(batch[n] for n in text_graph.names)
                 torch.onnx.export(
                     text_graph,
@@ -312,17 +312,17 @@ def export_onnx(
                     opset_version=OPSET,
                     dynamo=False,
                 )
-                tok = enc.tokenizer  # type: ignore[union-attr]
+                tok = enc.tokenizer
                 backend = getattr(tok, "backend_tokenizer", None)
                 if backend is None:
                     raise CheckpointError(
                         f"model {cfg.name}: its tokenizer has no fast (tokenizers) version, so the text tower "
-                        "cannot run without transformers; export it without the text tower is not supported"
+                        "cannot run without transformers; give it a fast tokenizer"
                     )
                 backend.save(str(tmp / TOKENIZER_FILE))
                 meta["text"] = {
                     "inputs": text_graph.names,
-                    "max_length": int(enc.max_length),  # type: ignore[union-attr]
+                    "max_length": int(enc.max_length),
                     "pad_id": int(tok.pad_token_id or 0),
                     "pad_token": str(tok.pad_token or "[PAD]"),
                 }

@@ -72,8 +72,8 @@ class OnnxEmbedder(Embedder):
         self.batch_size = int(batch_size)
         self._torch: Embedder | None = None
 
-    @property  # type: ignore[override]
-    def model(self) -> Any:
+    @property
+    def model(self) -> Any:  # type: ignore[override]
         """The torch model (loaded on first use: only code outside the search path needs it)."""
         if self._torch is None:
             log.info("loading the torch model %s (asked for beside its ONNX export)", self.source)
