@@ -1,8 +1,8 @@
 """Genre, mood and vocal make-up of the gathered Debian music, measured with the musicnn teachers.
 
 For every track of a ``musicsearch gather debian`` manifest, ``--windows`` musicnn patches (3 s each, at evenly
-spaced fractions of the track: 25/50/75 % for 3, the middle for 1) are tagged by MTT_musicnn and MSD_musicnn; a track's tag
-probabilities are the mean over its windows, a package's the mean over its tracks. Per package it reports
+spaced fractions of the track: 25/50/75 % for 3, the middle for 1) are tagged by MTT_musicnn and MSD_musicnn; a
+track's tag probabilities are the mean over its windows, a package's the mean over its tracks. Per package it reports
 
 * the top MSD genre tags and the top MTT genre tags (mean probability);
 * the top MSD mood tags and MTT descriptors (slow / fast / loud / quiet / soft / weird);
@@ -144,7 +144,8 @@ def main() -> None:
     for pkg, s in summary.items():
         four_pct = "/".join(f"{100 * s['four_genre_share'][g]:.0f}" for _, g in FOUR)
         print(
-            f"| {pkg} | {s['tracks']} | {s['hours']:.2f} | {'/'.join(map(str, s['windows']))} | {fmt(s['msd_genre'])} | {fmt(s['mtt_genre'])} | "
+            f"| {pkg} | {s['tracks']} | {s['hours']:.2f} | {'/'.join(map(str, s['windows']))} | "
+            f"{fmt(s['msd_genre'])} | {fmt(s['mtt_genre'])} | "
             f"{fmt(s['msd_mood'])} | {fmt(s['mtt_descriptor'])} | {four_pct} | {100 * s['vocal_share']:.0f} |"
         )
 
