@@ -1,15 +1,17 @@
-"""Triplet negative weighting: the release's rule (``official``) against our earlier one (``exp-share``).
+"""Triplet negative weighting: one triplet model per registered weighting rule, on the same corpus, seed and budget.
 
-Trains the same triplet model twice per seed -- same corpus, seed, budget and everything else -- once with each
-weighting (``TrainConfig.triplet_weighting``), evaluates each with the ``corpus`` suite on the test split, and
+The comparison in docs/results.md ("Triplet negative weighting") set the release's rule (``official``) against
+this project's earlier ``exp-share`` rule, which it removed afterwards; commit dc75b86 still has both. Trains the
+same triplet model once per seed and weighting (``TrainConfig.triplet_weighting``) -- same corpus, seed, budget
+and everything else -- evaluates each with the ``corpus`` suite on the test split, and
 prints one table in the layout of experiments/table2.py (tag retrieval, sentence retrieval, unseen words) with the
 training minutes. Finished runs (``result.json``) are skipped, so the script resumes.
 
 Usage::
 
-    musicsearch synth --out /tmp/corpus --n 800 --seed 0 --workers 1
+    musicsearch synth --out /tmp/corpus --n 600 --seed 0 --workers 1
     nice -n 10 .venv/bin/python experiments/triplet_weighting.py --corpus /tmp/corpus --out runs/triplet_weighting \
-        --epochs 4 --seeds 0,1
+        --preset debug --epochs 4 --seeds 0,1
     .venv/bin/python experiments/triplet_weighting.py --corpus /tmp/corpus --out runs/triplet_weighting --report-only
 """
 
@@ -25,10 +27,11 @@ from typing import Any
 from table2 import COLUMNS, _f
 
 from musicsearch.fileio import write_json
+from musicsearch.losses.triplet import NEGATIVE_WEIGHTINGS
 
 log = logging.getLogger("triplet_weighting")
 
-WEIGHTINGS = ("official", "exp-share")
+WEIGHTINGS = tuple(NEGATIVE_WEIGHTINGS)
 
 
 def table(results: list[dict[str, Any]]) -> str:

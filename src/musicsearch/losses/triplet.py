@@ -1,14 +1,12 @@
 """Symmetric cosine triplet loss with tag-aware hard-negative sampling (paper section 5).
 
 Negatives are drawn from the (global) batch with weights chosen by name (:data:`NEGATIVE_WEIGHTINGS`):
+``official``, the paper's release (``mtr/triplet/model.py``): ``w[i, j] = ((cos[i, j] + 1) / 2) / missing[i, j]``
+where ``missing[i, j]`` is the number of anchor ``i``'s tags that candidate ``j`` lacks; a candidate that has every
+tag of the anchor (the anchor's own pair among them) gets weight 0.
 
-* ``official`` (the default): the paper's release, ``mtr/triplet/model.py``: ``w[i, j] = ((cos[i, j] + 1) / 2)
-  / missing[i, j]`` where ``missing[i, j]`` is the number of anchor ``i``'s tags that candidate ``j`` lacks.
-* ``exp-share`` (this project's earlier rule, kept for comparison): ``w[i, j] = exp(cos[i, j]) * (1 + share[i, j])``
-  with ``share[i, j]`` the fraction of anchor ``i``'s tags that candidate ``j`` has.
-
-Both give weight 0 to a candidate that has every tag of the anchor (the anchor's own pair among them).
-docs/results.md ("Triplet negative weighting") has the measured comparison behind the default.
+This project's earlier rule, ``exp(cos) * (1 + share)``, was measured against it and was not better beyond the
+seed spread (docs/results.md, "Triplet negative weighting"), so it was removed.
 """
 
 from __future__ import annotations
@@ -58,21 +56,8 @@ def official_weights(sim: torch.Tensor, anchor_tags: torch.Tensor, cand_tags: to
     return torch.where(missing > 0, closeness / safe, torch.zeros_like(closeness))
 
 
-def exp_share_weights(sim: torch.Tensor, anchor_tags: torch.Tensor, cand_tags: torch.Tensor) -> torch.Tensor:
-    """This project's earlier weights: ``exp(sim) * (1 + share)``, 0 where ``share == 1``.
-
-    ``share[i, j] = |tags(i) & tags(j)| / max(1, |tags(i)|)``; "has all the anchor's tags" is tested on the integer
-    counts, not on the rounded fraction.
-    """
-    n_anchor, shared = _overlap(anchor_tags, cand_tags, sim.dtype)
-    share = shared / n_anchor.clamp(min=1.0)
-    w = torch.exp(sim) * (1.0 + share)
-    return torch.where(shared >= n_anchor, torch.zeros_like(w), w)
-
-
 NEGATIVE_WEIGHTINGS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "official": official_weights,
-    "exp-share": exp_share_weights,
 }
 """Negative weighting rules by name (see the module docstring)."""
 

@@ -41,8 +41,8 @@ class TrainConfig:
         init_from: a model checkpoint to start from (fine-tuning); its config must match.
         text_trainable: override whether the transformer text encoder is fine-tuned.
         text_trainable_layers: fine-tune only the top N transformer layers (None: all, as the paper).
-        triplet_weighting: triplet models: negative weighting rule, ``official`` (the release's) or
-            ``exp-share`` (see :mod:`musicsearch.losses.triplet`).
+        triplet_weighting: triplet models: negative weighting rule by name, ``official`` (the release's; see
+            :mod:`musicsearch.losses.triplet`).
     """
 
     manifest: str
