@@ -8,7 +8,7 @@ contrastive objective, ``logit_scale`` (the same parameter as ``head.logit_scale
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,9 @@ from musicsearch.losses import ClassificationHead, ContrastiveHead, TripletHead
 from musicsearch.models.audio_encoder import AudioEncoder
 from musicsearch.models.config import AudioEncoderConfig, ModelConfig
 from musicsearch.text.encoders import TransformerTextEncoder, WordVectorTextEncoder
+
+if TYPE_CHECKING:
+    from musicsearch.models.musicnn_tower import MusicnnAudioEncoder
 
 
 def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
@@ -99,13 +102,20 @@ class TextToMusic(nn.Module):
     def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` float32 waveform windows at 16 kHz -> ``(B, joint_dim)`` embeddings (not normalised)."""
         if self.own_projector is not None:
-            feats, _ = self.audio_encoder.backbone(wave)  # (B, backbone_dim), the own tower's feature last
+            feats, _ = self._musicnn_tower().backbone(wave)  # (B, backbone_dim), the own tower's feature last
             return self.joint_from_features(feats)
         return self.audio_projector(self.audio_encoder(wave))
 
+    def _musicnn_tower(self) -> MusicnnAudioEncoder:
+        from musicsearch.models.musicnn_tower import MusicnnAudioEncoder
+
+        if not isinstance(self.audio_encoder, MusicnnAudioEncoder):
+            raise ConfigError("backbone features exist for musicnn audio towers only")
+        return self.audio_encoder
+
     def joint_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         """``musicnn`` towers: ``(B, backbone_dim)`` backbone features (e.g. cached) -> ``(B, joint_dim)``."""
-        out = self.audio_projector(self.audio_encoder.head_forward(feats))
+        out = self.audio_projector(self._musicnn_tower().head_forward(feats))
         if self.own_projector is not None:
             out = out + self.own_projector(feats[:, -self.config.audio.width_own :])
         return out

@@ -366,7 +366,7 @@ def _adapt_soft(cfg: AdaptConfig, base: Any, out: Path) -> AdaptResult:
         raise MusicSearchError(f"no recording of {cfg.audio} could be read")
     corpus_manifest = _corpus(cfg, out)
     rng = np.random.default_rng(cfg.seed)
-    corpus = []
+    corpus: list[Track] = []
     for t in read_manifest(corpus_manifest):
         if t.split in ("train", "valid", None) and t.tags and len(corpus) < cfg.max_corpus:
             s = float(rng.uniform(0.0, max(0.0, float(t.metadata.get("duration", 10.0)) - window)))

@@ -107,7 +107,7 @@ def build_tower(preset: str, base: Any) -> Any:
     missing = {k for k in model.state_dict() if not k.startswith(("text_encoder.", "text_projector.", "logit_scale"))}
     missing |= {"head.logit_scale"}
     load_state_strict(model, state, source="the base model's text tower", allow_missing=missing)
-    enc = model.audio_encoder
+    enc = model._musicnn_tower()
     if enc.own is not None:
         own = {k[len("audio_encoder.") :]: v for k, v in base.state_dict().items() if k.startswith("audio_encoder.")}
         load_state_strict(enc.own, own, source="the base model's audio tower (joined as the own tower)")
@@ -117,7 +117,7 @@ def build_tower(preset: str, base: Any) -> Any:
         }
         load_state_strict(model.own_projector, proj, source="the base model's audio projector")
         with torch.no_grad():  # the head's projection starts at zero: the tower starts as the base model
-            model.audio_projector[1].weight.zero_()
+            model.audio_projector[1].weight.zero_()  # type: ignore[operator]
     return model
 
 
@@ -362,7 +362,7 @@ def train_head(
             probs=merged,
             failed=[],
         )
-        split_of = {str(w.metadata.get("track", w.track_id)): w.split for w in real}
+        split_of = {str(w.metadata.get("track", w.track_id)): str(w.split) for w in real}
         tests = [t for t in pseudo_tracks(labels, thresholds, max_tags=cfg.max_tags, splits=split_of, id_prefix="real:")
                  if t.split == "test"]  # fmt: skip
         write_manifest(Path(out_dir) / "real_test.jsonl", tests)
