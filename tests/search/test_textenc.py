@@ -151,18 +151,18 @@ def test_text_cache_returns_the_function_values_and_evicts_least_recent() -> Non
     embed = CountingEmbed()
     cache = TextEmbeddingCache(embed, size=2)
     np.testing.assert_array_equal(cache(["a", "bb"]), embed(["a", "bb"]))
+    np.testing.assert_array_equal(cache(["a"]), embed(["a"]))
     embed.calls.clear()
-    np.testing.assert_array_equal(cache(["bb", "a"]), embed(["bb", "a"]))
-    assert embed.calls == [["bb", "a"]]  # only the oracle call above: both were cached
+    np.testing.assert_array_equal(cache(["a", "bb"]), CountingEmbed()(["a", "bb"]))
+    assert embed.calls == []  # cached: the same list of texts
+    cache(["bb", "a"])  # another list (another batch): embedded, evicts the least recently used, ["a"]
+    assert embed.calls == [["bb", "a"]] and len(cache) == 2
     embed.calls.clear()
-    cache(["ccc"])  # evicts the least recently used: "bb" (used before "a" in the last lookup)
-    assert embed.calls == [["ccc"]] and len(cache) == 2
-    embed.calls.clear()
-    cache(["a"])
+    cache(["a", "bb"])
     assert embed.calls == []
-    cache(["bb"])
-    assert embed.calls == [["bb"]]
-    assert cache.hits == 3 and cache.misses == 4
+    cache(["a"])
+    assert embed.calls == [["a"]]
+    assert cache.hits == 2 and cache.misses == 4
 
 
 def test_text_cache_rows_cannot_be_altered_and_size_zero_is_off() -> None:
@@ -185,6 +185,8 @@ def test_searcher_caches_query_texts(exported_store: tuple[Path, Path, Path]) ->
         first = searcher.search(QUERY, k=3)
         second = searcher.search(QUERY, k=3)
         assert searcher.text_cache.hits == 1 and searcher.text_cache.misses == 1
+        searcher.search(QUERY + ", no square", k=3)  # another list of texts: a miss
+        assert searcher.text_cache.hits == 1 and searcher.text_cache.misses == 2
     assert [r.track_id for r in first.results] == [r.track_id for r in second.results]
     assert [r.score for r in first.results] == [r.score for r in second.results]
 

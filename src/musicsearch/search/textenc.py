@@ -174,11 +174,13 @@ def open_embedder(
 
 
 class TextEmbeddingCache:
-    """A bounded, thread-safe LRU cache of unit text embeddings in front of an ``embed(texts) -> (N, D)`` function.
+    """A bounded, thread-safe LRU cache in front of an ``embed(texts) -> (N, D)`` function, keyed by the whole list
+    of texts (a query's positive text and its negative terms), so that a cached answer is exactly the array an
+    uncached call would give (float32 embeddings depend, in the last bits, on what they were batched with).
 
     Args:
-        embed: the function that embeds the texts the cache does not hold (one call per lookup, for the misses).
-        size: entries kept (0 turns the cache off).
+        embed: the function that embeds a list of texts the cache does not hold.
+        size: lists kept (0 turns the cache off).
 
     Raises:
         MusicSearchError: a negative size.
@@ -189,7 +191,7 @@ class TextEmbeddingCache:
             raise MusicSearchError(f"text cache size must be >= 0, got {size}")
         self._embed = embed
         self.size = int(size)
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -198,26 +200,21 @@ class TextEmbeddingCache:
         return len(self._items)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """``N`` texts -> ``(N, D)`` float32, the cached rows for texts seen before, the rest embedded now."""
-        items = list(texts)
-        if self.size == 0 or not items:
-            return self._embed(items)
+        """``N`` texts -> ``(N, D)`` float32: the cached array for this list if seen, else embedded now (a copy)."""
+        key = tuple(texts)
+        if self.size == 0 or not key:
+            return self._embed(list(key))
         with self._lock:
-            rows: list[np.ndarray | None] = [self._items.get(t) for t in items]
-            for t, r in zip(items, rows):
-                if r is not None:
-                    self._items.move_to_end(t)
-        missing = sorted({t for t, r in zip(items, rows) if r is None})
-        fresh = dict(zip(missing, self._embed(missing))) if missing else {}
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return hit.copy()
+        value = np.array(self._embed(list(key)), dtype=np.float32)  # our own copy: callers may alter theirs
         with self._lock:
-            self.hits += sum(r is not None for r in rows)
-            self.misses += len(items) - sum(r is not None for r in rows)
-            for t, v in fresh.items():
-                v = np.array(v, dtype=np.float32)  # a copy: callers may not alter the cached row
-                v.setflags(write=False)
-                self._items[t] = v
-                self._items.move_to_end(t)
+            self.misses += 1
+            self._items[key] = value
+            self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        out = [r if r is not None else fresh[t] for t, r in zip(items, rows)]
-        return np.stack(out).astype(np.float32)
+        return value.copy()
