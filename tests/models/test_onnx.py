@@ -172,3 +172,20 @@ def test_export_cli_refuses_bad_combinations(capsys: pytest.CaptureFixture[str])
     assert "--int8 applies to --onnx" in capsys.readouterr().err
     assert main(["export", "--model", "default"]) == 2
     assert "give --out" in capsys.readouterr().err
+
+
+def test_int8_export_is_smaller_and_close(tmp_path: Path) -> None:
+    """``--int8``: both graphs quantised (smaller files), embeddings still pointing the same way as float32."""
+    torch.manual_seed(0)
+    model = build_model(model_config("debug", text_encoder="tiny-bert"), pretrained_text=False).eval()
+    f32 = export_onnx(model, tmp_path / "f32", weights_sha256="a" * 64)
+    i8 = export_onnx(model, tmp_path / "i8", weights_sha256="a" * 64, int8=True)
+    meta = json.loads((i8 / EXPORT_FILE).read_text(encoding="utf-8"))
+    assert meta["int8"] is True
+    for name in (TEXT_FILE, AUDIO_FILE):
+        assert (i8 / name).stat().st_size < (f32 / name).stat().st_size
+    a, b = ExportedModel.open(f32, weights_sha256="a" * 64), ExportedModel.open(i8, weights_sha256="a" * 64)
+    texts, windows = parity_inputs(model.config.audio.window_samples)
+    for x, y in ((a.encode_text(texts), b.encode_text(texts)), (a.encode_audio(windows), b.encode_audio(windows))):
+        cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+        assert cos.min() > 0.9, cos
