@@ -46,7 +46,7 @@ def _wait_indexed(backend: Any, n: int, timeout: float) -> float:
     client.flush(name)
     while time.perf_counter() - t0 < timeout:
         info = client.describe_index(name, index_name="vector")
-        if int(info.get("indexed_rows", 0)) >= n and int(info.get("pending_index_rows", 0)) == 0:
+        if int(info.get("indexed_rows", 0)) >= n:  # (Milvus 2.3 keeps pending_index_rows at N: not a signal)
             break
         time.sleep(1.0)
     return time.perf_counter() - t0
