@@ -13,17 +13,17 @@ from musicsearch.cli.main import COMMANDS, build_parser
 HEAVY = ("torch", "transformers", "onnxruntime")
 
 # One fresh interpreter: `--help`, each command's `--help`, and an argument error for each command.
-PROBE = """
+PROBE = f"""
 import json, sys
 from musicsearch.cli.main import COMMANDS, main
-codes = {}
+codes = {{}}
 for argv in [["--help"], []] + [[c, "--help"] for c in COMMANDS] + [[c, "--no-such-option"] for c in COMMANDS]:
     try:
         codes[" ".join(argv)] = main(argv)
     except SystemExit as exc:
         codes[" ".join(argv)] = exc.code
-print(json.dumps({"codes": codes, "loaded": sorted(m for m in %r if m in sys.modules)}))
-""" % (HEAVY,)
+print(json.dumps({{"codes": codes, "loaded": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+"""
 
 
 def test_help_and_argument_errors_import_no_torch() -> None:
