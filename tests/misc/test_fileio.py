@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from musicsearch.fileio import atomic_path, atomic_write, write_json
+from musicsearch.fileio import atomic_dir, atomic_path, atomic_write, write_json
 
 
 def test_atomic_write_replaces_or_keeps(tmp_path: Path) -> None:
@@ -35,3 +35,18 @@ def test_written_files_get_umask_permissions(tmp_path: Path) -> None:
         os.umask(mask)
     for name in ("a", "b"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("crash while writing")
+    assert sorted(p.name for p in dest.iterdir()) == ["old.txt"]  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+    with atomic_dir(dest) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

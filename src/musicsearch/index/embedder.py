@@ -299,12 +299,16 @@ class Embedder:
         Raises:
             MusicSearchError: a wrong window length, or NaN/inf from the model.
         """
-        from musicsearch.models.inference import embed_windows
-
         if windows.ndim != 2 or windows.shape[1] != self.window_samples:
             raise MusicSearchError(
                 f"windows must be (N, {self.window_samples}) for model {self.name}, got {windows.shape}"
             )
+        return self._run_windows(windows)
+
+    def _run_windows(self, windows: np.ndarray) -> np.ndarray:
+        """The model on checked ``(N, window_samples)`` windows (torch here; a subclass may run another runtime)."""
+        from musicsearch.models.inference import embed_windows
+
         return embed_windows(self.model, windows, batch_size=self.batch_size)
 
     def embed_decoded(self, decoded: DecodedTrack) -> tuple[np.ndarray, np.ndarray]:

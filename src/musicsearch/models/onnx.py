@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from musicsearch.errors import CheckpointError, ConfigError
-from musicsearch.fileio import sha256_file, write_json
+from musicsearch.fileio import atomic_dir, sha256_file, write_json
 
 if TYPE_CHECKING:
     from musicsearch.models.dual_encoder import TextToMusic
@@ -261,10 +260,7 @@ def export_onnx(
 
     model = model.eval()
     out = Path(out_dir).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
         text_graph, audio_graph = _graphs(model)
         cfg = model.config
         meta: dict[str, Any] = {
@@ -344,12 +340,6 @@ def export_onnx(
                     "not written. Report this with the model and the torch/onnxruntime versions"
                 )
             write_json(tmp / EXPORT_FILE, meta)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -90,16 +90,12 @@ class OnnxEmbedder(Embedder):
         """Model input length in samples."""
         return self.exported.window_samples
 
-    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
-        """``(N, window_samples)`` float32 windows -> ``(N, D)`` float32 raw embeddings (ONNX Runtime).
+    def _run_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Checked ``(N, window_samples)`` float32 windows -> ``(N, D)`` float32 raw embeddings (ONNX Runtime).
 
         Raises:
-            MusicSearchError: a wrong window length, or NaN/inf from the model.
+            MusicSearchError: NaN/inf from the model.
         """
-        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
-            raise MusicSearchError(
-                f"windows must be (N, {self.window_samples}) for model {self.name}, got {windows.shape}"
-            )
         out = self.exported.encode_audio(windows, batch_size=self.batch_size)
         if not np.isfinite(out).all():
             raise MusicSearchError(f"model {self.name} (ONNX) gave NaN or inf for these windows")

@@ -57,7 +57,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -69,7 +68,7 @@ from musicsearch.audio.io import AUDIO_EXTENSIONS, audio_info, load_audio
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.data.scan import ScanReport, scan_directory
 from musicsearch.errors import AudioError, ManifestError
-from musicsearch.fileio import write_json
+from musicsearch.fileio import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -457,10 +456,8 @@ def unpack_deb(
         suffix = rel.suffix.lower()
         return rel == copyright_rel or suffix in ARCHIVE_EXTENSIONS or (suffix in wanted and is_music(rel))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     failed: dict[str, str] = {}
-    try:
+    with atomic_dir(out) as tmp:
         with subprocess.Popen(
             ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         ) as proc:
@@ -490,12 +487,6 @@ def unpack_deb(
                 except AudioError as exc:
                     failed[rel.as_posix()] = str(exc)
                     logger.warning("%s", exc)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return failed
 
 
