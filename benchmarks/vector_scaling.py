@@ -12,6 +12,7 @@ Index types (raw FAISS, built as a server would hold them):
 * ``ivfpq``: ``IVF{nlist},PQ{m}`` (inner product), ``nlist = 4096`` cells, k-means trained on 39 vectors a cell,
   ``m`` 8-bit sub-quantisers (``--pq-m``, 32 by default: 32 bytes of code a vector), searched with ``nprobe``
   (``--nprobe``, 32).
+* ``ivfsq8``: ``IVF{nlist},SQ8`` (Milvus's ``IVF_SQ8``: one byte a dimension), trained and searched like ``ivfpq``.
 * ``hnsw``: ``IndexHNSWFlat`` M 32 (inner product), efConstruction 40 (FAISS's default), efSearch ``--ef`` (64).
 
 Build seconds are wall time for training plus adding, with every core (``--build-threads``, default all).
@@ -44,7 +45,7 @@ from musicsearch.index.store import gaussian_mixture_vectors
 DIM = 256
 K = 10
 CHUNK = 100_000
-INDEXES = ("flat", "ivfpq", "hnsw")
+INDEXES = ("flat", "ivfpq", "ivfsq8", "hnsw")
 
 
 @dataclass
@@ -94,15 +95,21 @@ def build(kind: str, n: int, centers: np.ndarray, seed: int, args: argparse.Name
         index = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 40
         params = f"M 32, efConstruction 40, efSearch {args.ef}"
-    elif kind == "ivfpq":
+    elif kind in ("ivfpq", "ivfsq8"):
         quantizer = faiss.IndexFlatIP(DIM)
-        index = faiss.IndexIVFPQ(quantizer, DIM, args.nlist, args.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        if kind == "ivfpq":
+            index = faiss.IndexIVFPQ(quantizer, DIM, args.nlist, args.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+            params = f"nlist {args.nlist}, PQ{args.pq_m}x8, nprobe {args.nprobe}"
+        else:  # Milvus's IVF_SQ8: one byte a dimension
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, DIM, args.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+            params = f"nlist {args.nlist}, SQ8, nprobe {args.nprobe}"
         n_train = min(n, 39 * args.nlist)
         rng = np.random.default_rng([seed, 10**6])
         train = gaussian_mixture_vectors(n_train, DIM, rng=rng, centers=centers)[0]
         index.train(train)
         del train
-        params = f"nlist {args.nlist}, PQ{args.pq_m}x8, nprobe {args.nprobe}"
     else:
         raise SystemExit(f"unknown index type {kind!r}; choose from {', '.join(INDEXES)}")
     for x in chunks(n, centers, seed):
@@ -122,7 +129,7 @@ def measure(kind: str, n: int, args: argparse.Namespace) -> Row:
     size = faiss.serialize_index(index).nbytes
     if kind == "hnsw":
         index.hnsw.efSearch = args.ef
-    elif kind == "ivfpq":
+    elif kind in ("ivfpq", "ivfsq8"):
         index.nprobe = args.nprobe
     faiss.omp_set_num_threads(1)
     for q in queries[:20]:  # warm caches
