@@ -36,7 +36,11 @@ class TrainConfig:
         max_steps: stop after this many optimiser steps (benchmarks, tests); None for no limit.
         cache_dir: decoded-audio cache folder (``musicsearch cache``), used for tracks it holds.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: bfloat16 autocast on CUDA.
+        amp: bfloat16 autocast (``torch.autocast``) on the training device, CUDA or CPU; off by default (float32).
+            The mel front end always runs in float32.
+        compile: compile the audio tower with ``torch.compile`` (default mode); the text path (tokenizer, strings)
+            stays eager. Checkpoints keep the plain module's keys. Falls back to eager with a warning when the
+            compiler backend cannot run here (no C++ compiler for CPU inductor, no Triton on CUDA).
         tensorboard: also write TensorBoard scalars under ``out_dir/tb``.
         init_from: a model checkpoint to start from (fine-tuning); its config must match.
         text_trainable: override whether the transformer text encoder is fine-tuned.
@@ -63,7 +67,8 @@ class TrainConfig:
     max_steps: int | None = None
     cache_dir: str | None = None
     device: str = "auto"
-    amp: bool = True
+    amp: bool = False
+    compile: bool = False
     tensorboard: bool = False
     init_from: str | None = None
     text_trainable: bool | None = None

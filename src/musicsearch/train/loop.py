@@ -106,6 +106,44 @@ def split_tracks(tracks: list[Track]) -> tuple[list[Track], list[Track]]:
     return train, valid
 
 
+def compile_backend_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` (inductor) cannot run on ``device`` here, or None when a tiny probe compiles and runs.
+
+    The probe compiles a one-line function on ``device``, which needs the backend's toolchain (a C++ compiler
+    for CPU, Triton for CUDA); the real model is never touched by a failed attempt.
+    """
+    try:
+        probe = torch.compile(lambda x: torch.sin(x) * 2.0 + 1.0)
+        x = torch.linspace(0.0, 1.0, 8, device=device)
+        got = probe(x)
+        if not torch.allclose(got, torch.sin(x) * 2.0 + 1.0, rtol=1e-5, atol=1e-6):
+            return "the compiled probe gave a wrong result"
+    except Exception as exc:  # any backend failure (missing compiler, Triton, ...) means: stay eager
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return None
+
+
+def _compile_in_place(model: TextToMusic, device: torch.device) -> bool:
+    """Compile ``model.audio_encoder`` in place (``nn.Module.compile``: the state_dict keeps its plain keys).
+
+    Only the audio tower is compiled: it is the tensor-only, fixed-shape part where compilation pays; the text
+    path tokenizes strings and would only break graphs. Returns False (after a warning) when the backend cannot
+    run on this machine, and training continues eagerly.
+    """
+    problem = compile_backend_problem(device)
+    if problem is not None:
+        log.warning(
+            "compile=true but torch.compile cannot run on %s here (%s); training continues without compilation "
+            "(install a C++ compiler for CPU, or Triton for CUDA, to use it; --set compile=false silences this)",
+            device,
+            problem,
+        )
+        return False
+    model.audio_encoder.compile()
+    log.info("torch.compile: audio tower compiled (mode default) on %s", device)
+    return True
+
+
 def _save_torch(obj: Any, path: Path) -> None:
     with atomic_write(path, "wb") as fh:
         torch.save(obj, fh)
@@ -150,6 +188,8 @@ class Trainer:
             self.model = build_model(mcfg)
         self.model.to(self.device)
         self.mcfg = mcfg
+        #: whether the audio tower runs compiled (``cfg.compile`` and a working backend on this machine)
+        self.compiled = bool(cfg.compile) and _compile_in_place(self.model, self.device)
         self.manifest_sha256 = sha256_file(cfg.manifest)  # recorded in every best checkpoint
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.resolved_lr(), weight_decay=0.0)
@@ -298,8 +338,13 @@ class Trainer:
         save_model(self.model, self.best_path, meta=meta)
 
     # --- steps -----------------------------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """The arithmetic this run trains in: ``bfloat16-autocast`` (``cfg.amp``) or ``float32``."""
+        return "bfloat16-autocast" if self.cfg.amp and self.device.type in ("cuda", "cpu") else "float32"
+
     def _autocast(self) -> Any:
-        enabled = self.cfg.amp and self.device.type == "cuda"
+        enabled = self.precision == "bfloat16-autocast"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _step_generator(self, step: int) -> torch.Generator:
@@ -343,7 +388,7 @@ class Trainer:
         if self.rank == 0:
             log.info(
                 "training %s: %d train / %d valid tracks, %d tags, %.2f M trainable parameters, %d steps/epoch, "
-                "world %d, device %s",
+                "world %d, device %s, precision %s, compiled %s",
                 self.mcfg.name,
                 len(self.train_tracks),
                 len(self.valid_tracks),
@@ -352,6 +397,8 @@ class Trainer:
                 self.steps_per_epoch,
                 self.world,
                 self.device,
+                self.precision,
+                self.compiled,
             )
         self.model.train()
         stop = False
