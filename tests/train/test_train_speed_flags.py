@@ -66,7 +66,7 @@ def test_amp_on_cpu_trains_in_bfloat16_with_finite_losses_and_a_loadable_checkpo
 
 
 @pytest.mark.slow
-def test_compile_keeps_plain_checkpoint_keys_matches_eager_loss_and_resumes(
+def test_compile_keeps_plain_checkpoint_keys_and_eager_outputs_and_resumes(
     tone_corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     plain = Trainer(TrainConfig(out_dir=str(tmp_path / "plain"), max_steps=2, **_base(tone_corpus))).fit()
@@ -83,11 +83,16 @@ def test_compile_keeps_plain_checkpoint_keys_matches_eager_loss_and_resumes(
     assert a.keys() == b.keys() and not any("_orig_mod" in k for k in b)
     last = torch.load(comp.last_path, weights_only=False)["model"]
     assert last.keys() == a.keys()
-    # the first step's loss is computed before any update: compilation must not change the math (float32
-    # reductions may be reordered, so a relative 1e-4 tolerance)
-    la, lb = _step_losses(tmp_path / "plain"), _step_losses(tmp_path / "comp")
-    assert lb[0] == pytest.approx(la[0], rel=1e-4)
-    assert all(math.isfinite(v) for v in lb)
+    assert all(math.isfinite(v) for v in _step_losses(tmp_path / "comp"))
+    # compilation must not change the math: the trained (compiled) tower against the same weights loaded eagerly,
+    # in eval mode (dropout draws differ between eager and inductor); float32 reductions may be reordered
+    eager = load_model_file(comp.best_path).eval()
+    wave = torch.randn(3, trainer.mcfg.audio.window_samples, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = eager.audio_encoder(wave)
+        got = trainer.model.eval().audio_encoder(wave)
+    scale = float(want.abs().max())
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * scale), float((got - want).abs().max())
     resumed = Trainer(TrainConfig(out_dir=str(tmp_path / "comp"), compile=True, **_base(tone_corpus)))
     assert resumed.global_step == 2
     assert resumed.fit().global_step == 2  # the one epoch (2 steps) was already done: nothing left to train
