@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_indexer import SR, save_debug_model, tone
+from test_indexer import SR, save_debug_model, tone, write_tone_folder
 
 from musicsearch.cli.main import main
 from musicsearch.errors import MusicSearchError
@@ -43,12 +43,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def music(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("music")
-    (root / "sub").mkdir()
-    for i, freq in enumerate(FREQS):
-        rel = f"sub/t{i}.wav" if i % 3 == 0 else f"t{i}.flac"
-        sf.write(root / rel, tone(freq, 1.5 + 0.25 * i), SR)
-    return root
+    return write_tone_folder(tmp_path_factory.mktemp("music"), FREQS)
 
 
 def assert_same_store(got: Path, want: Path) -> None:

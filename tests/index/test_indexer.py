@@ -41,6 +41,16 @@ def tone(freq: float, seconds: float, *, amp: float = 0.3, sr: int = SR) -> np.n
     return (amp * np.sin(2 * np.pi * freq * t) * (1 + 0.3 * np.sin(2 * np.pi * 0.7 * t))).astype(np.float32)
 
 
+def write_tone_folder(root: Path, freqs: tuple[int, ...]) -> Path:
+    """A small collection under ``root``: ``t{i}`` a tone of ``freqs[i]`` Hz lasting 1.5 + 0.25 i s; every third one a
+    WAV in ``sub/``, the rest FLAC at the top (two formats and a nested folder, as a user's library has)."""
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    for i, freq in enumerate(freqs):
+        rel = f"sub/t{i}.wav" if i % 3 == 0 else f"t{i}.flac"
+        sf.write(root / rel, tone(freq, 1.5 + 0.25 * i), SR)
+    return root
+
+
 def write_odd_folder(root: Path) -> dict[str, str]:
     """A folder of good files in odd formats/names plus bad ones; returns {relative path: expected outcome}."""
     root.mkdir(parents=True, exist_ok=True)
