@@ -47,7 +47,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import fnmatch
-import hashlib
 import itertools
 import json
 import logging
@@ -68,7 +67,7 @@ from musicsearch.audio.io import AUDIO_EXTENSIONS, audio_info, load_audio
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.data.scan import ScanReport, scan_directory
 from musicsearch.errors import AudioError, ManifestError
-from musicsearch.fileio import atomic_dir, write_json
+from musicsearch.fileio import atomic_dir, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -674,14 +673,6 @@ class FileFacts:
     error: str | None = None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def analyse_file(path: Path, *, min_seconds: float = MIN_SECONDS) -> FileFacts:
     """Duration, rate, byte hash, and (when at least ``min_seconds`` long) the fingerprint of one file.
 
@@ -692,7 +683,7 @@ def analyse_file(path: Path, *, min_seconds: float = MIN_SECONDS) -> FileFacts:
         fp = audio_fingerprint(path, info.duration) if info.duration >= min_seconds else None
     except AudioError as exc:
         return FileFacts(error=str(exc))
-    return FileFacts(info.duration, info.sample_rate, _sha256(path), fp)
+    return FileFacts(info.duration, info.sample_rate, sha256_file(path), fp)
 
 
 def _facts_to_json(f: FileFacts) -> dict[str, Any]:
