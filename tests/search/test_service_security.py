@@ -358,12 +358,9 @@ def test_audio_refused_once_the_file_changes(tmp_path: Path, model_path: Path) -
 # -- health answers while searches queue ----------------------------------------------------------------------
 
 
-def test_health_answers_while_searches_queue(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """48 searches held inside the searcher (more than anyio's default 40 threads) and health still answers."""
-    app = create_app(store, search_threads=1, max_queued=100)
-    searcher = app.state.searcher
-    release = threading.Event()
-    entered = threading.Event()
+def _hold_searches(searcher: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make every search wait inside the searcher until the first event is set; the second is set on entry."""
+    release, entered = threading.Event(), threading.Event()
     real_search = searcher.search
 
     def held_search(*args: Any, **kwargs: Any) -> Any:
@@ -372,6 +369,14 @@ def test_health_answers_while_searches_queue(store: Path, monkeypatch: pytest.Mo
         return real_search(*args, **kwargs)
 
     monkeypatch.setattr(searcher, "search", held_search)
+    return release, entered
+
+
+def test_health_answers_while_searches_queue(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """48 searches held inside the searcher (more than anyio's default 40 threads) and health still answers."""
+    app = create_app(store, search_threads=1, max_queued=100)
+    searcher = app.state.searcher
+    release, entered = _hold_searches(searcher, monkeypatch)
     n = 48
     try:
         with _serving(app) as base, ThreadPoolExecutor(n) as pool:
@@ -402,14 +407,7 @@ def test_health_answers_while_searches_queue(store: Path, monkeypatch: pytest.Mo
 def test_searches_beyond_the_queue_get_503(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app(store, search_threads=1, max_queued=2)
     searcher = app.state.searcher
-    release = threading.Event()
-    real_search = searcher.search
-
-    def held_search(*args: Any, **kwargs: Any) -> Any:
-        assert release.wait(60)
-        return real_search(*args, **kwargs)
-
-    monkeypatch.setattr(searcher, "search", held_search)
+    release, _ = _hold_searches(searcher, monkeypatch)
     try:
         with _serving(app) as base, ThreadPoolExecutor(3) as pool:
             held = [pool.submit(httpx.get, f"{base}/api/search", params={"q": "x"}, timeout=60) for _ in range(3)]
@@ -430,14 +428,7 @@ def test_searches_beyond_the_queue_get_503(store: Path, monkeypatch: pytest.Monk
 def test_a_request_waits_at_most_queue_timeout(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app(store, search_threads=1, max_queued=8, queue_timeout=0.5)
     searcher = app.state.searcher
-    release = threading.Event()
-    real_search = searcher.search
-
-    def held_search(*args: Any, **kwargs: Any) -> Any:
-        assert release.wait(60)
-        return real_search(*args, **kwargs)
-
-    monkeypatch.setattr(searcher, "search", held_search)
+    release, _ = _hold_searches(searcher, monkeypatch)
     try:
         with _serving(app) as base, ThreadPoolExecutor(1) as pool:
             held = pool.submit(httpx.get, f"{base}/api/search", params={"q": "x"}, timeout=60)
