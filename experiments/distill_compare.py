@@ -70,19 +70,33 @@ def librosa_mrr(model: Any) -> dict[str, Any]:
             "top1": float(np.mean([r == 1 for r in ranks]))}  # fmt: skip
 
 
-def evaluate_model(name: str, ref: str, args: argparse.Namespace) -> dict[str, Any]:
-    from musicsearch.eval.suites import SuiteOptions, run_suite
+def load_for_table(name: str, ref: str) -> tuple[Any, dict[str, Any]]:
+    """Model ``ref`` and its info (as the report names it)."""
     from musicsearch.models.loading import resolve_model
 
     resolved = resolve_model(ref)
-    model = resolved.model
-    info = {**resolved.info(), "name": name}
+    return resolved.model, {**resolved.info(), "name": name}
+
+
+def corpus_and_real(model: Any, info: dict[str, Any], *, corpus: str, real_test: str) -> dict[str, Any]:
+    """Scores on the corpus test split (3 windows a clip) and on held-out real windows against the teachers' tags
+    (1 window, 200 captions): ``{"model", "corpus", "real"}``."""
+    from musicsearch.eval.suites import SuiteOptions, run_suite
+
     out: dict[str, Any] = {"model": info}
-    t0 = time.perf_counter()
-    out["corpus"] = run_suite(model, "corpus", SuiteOptions(manifest=args.corpus, split="test", n_windows=3),
+    out["corpus"] = run_suite(model, "corpus", SuiteOptions(manifest=corpus, split="test", n_windows=3),
                               model_info=info)["results"]["corpus"]  # fmt: skip
-    out["real"] = run_suite(model, "corpus", SuiteOptions(manifest=args.real_test, split="test", n_windows=1,
+    out["real"] = run_suite(model, "corpus", SuiteOptions(manifest=real_test, split="test", n_windows=1,
                             n_captions=200), model_info=info)["results"]["corpus"]  # fmt: skip
+    return out
+
+
+def evaluate_model(name: str, ref: str, args: argparse.Namespace) -> dict[str, Any]:
+    from musicsearch.eval.suites import SuiteOptions, run_suite
+
+    model, info = load_for_table(name, ref)
+    t0 = time.perf_counter()
+    out = corpus_and_real(model, info, corpus=args.corpus, real_test=args.real_test)
     datasets = tuple((d, args.vgmidi) for d in VGMIDI)
     opts = SuiteOptions(datasets=datasets, seed=0)
     out["probe"] = run_suite(model, "probe", opts, model_info=info)["results"]["probe"]

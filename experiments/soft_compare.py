@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_compare import _pct, librosa_mrr
+from distill_compare import _pct, corpus_and_real, librosa_mrr, load_for_table
 
 from musicsearch.fileio import write_json
 
@@ -78,19 +78,9 @@ def genre_agreement(model: Any, soft_dir: Path, recs: list[str], top: np.ndarray
 
 
 def evaluate(name: str, ref: str, args: argparse.Namespace, recs: list[str], top: np.ndarray) -> dict[str, Any]:
-    from musicsearch.eval.suites import SuiteOptions, run_suite
-    from musicsearch.models.loading import resolve_model
-
-    resolved = resolve_model(ref)
-    model = resolved.model
-    info = {**resolved.info(), "name": name}
-    out: dict[str, Any] = {"model": info}
+    model, info = load_for_table(name, ref)
     t0 = time.perf_counter()
-    out["corpus"] = run_suite(model, "corpus", SuiteOptions(manifest=args.corpus, split="test", n_windows=3),
-                              model_info=info)["results"]["corpus"]  # fmt: skip
-    real_opts = SuiteOptions(manifest=str(Path(args.soft) / "real_test.jsonl"), split="test", n_windows=1,
-                             n_captions=200)  # fmt: skip
-    out["real"] = run_suite(model, "corpus", real_opts, model_info=info)["results"]["corpus"]
+    out = corpus_and_real(model, info, corpus=args.corpus, real_test=str(Path(args.soft) / "real_test.jsonl"))
     out["genre_agreement"] = genre_agreement(model, Path(args.soft), recs, top)
     out["librosa"] = librosa_mrr(model)
     out["seconds"] = time.perf_counter() - t0
