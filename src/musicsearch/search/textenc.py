@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -38,7 +39,16 @@ from musicsearch.models.onnx import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENV_ONNX", "OnnxEmbedder", "TextEmbeddingCache", "onnx_enabled", "open_embedder"]
+__all__ = [
+    "ENV_ONNX",
+    "OnnxEmbedder",
+    "TextEmbeddingCache",
+    "TextSessionPool",
+    "default_text_sessions",
+    "onnx_enabled",
+    "open_embedder",
+    "thread_safe_text_encoder",
+]
 
 #: Environment switch: ``0`` (or ``false``/``no``/``off``) keeps the search path on torch.
 ENV_ONNX = "MUSICSEARCH_ONNX"
@@ -47,6 +57,53 @@ ENV_ONNX = "MUSICSEARCH_ONNX"
 def onnx_enabled() -> bool:
     """Whether the search path may use ONNX exports (``$MUSICSEARCH_ONNX``, default on)."""
     return os.environ.get(ENV_ONNX, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def default_text_sessions() -> int:
+    """Text sessions a server runs by default: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class TextSessionPool:
+    """``size`` ONNX Runtime sessions of one export's text tower, each with its own tokenizer, shared by threads.
+
+    A call takes a free session (waiting while all are busy), runs the texts through it and gives it back, so up
+    to ``size`` threads encode at once, each on its own core when ``threads`` is 1. The sessions are created here
+    (not on the first query, which would otherwise wait ~1 s per session).
+
+    Args:
+        exported: the checked export (its text tower is used; its own sessions are left alone).
+        size: sessions (>= 1).
+        threads: ONNX Runtime intra-op threads per session (0: its default, one per core; right for one session
+            serving one caller at a time, wrong for several sessions that would fight over the cores).
+
+    Raises:
+        MusicSearchError: ``size < 1`` or ``threads < 0``.
+        ConfigError: the export has no text tower.
+        StaleExportError: the text graph cannot be loaded.
+    """
+
+    def __init__(self, exported: ExportedModel, *, size: int, threads: int = 1) -> None:
+        if size < 1 or threads < 0:
+            raise MusicSearchError(f"text sessions must be >= 1 and threads >= 0, got {size} and {threads}")
+        self.size = int(size)
+        self.threads = int(threads)
+        self._free: queue.SimpleQueue[ExportedModel] = queue.SimpleQueue()
+        for _ in range(self.size):
+            member = ExportedModel(exported.folder, exported.meta, threads=self.threads)
+            member.encode_text(["warm up"])  # session and tokenizer loaded now, not under the first request
+            self._free.put(member)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``N`` texts -> ``(N, D)`` float32 raw embeddings, on whichever session is free first (thread-safe)."""
+        member = self._free.get()
+        try:
+            return member.encode_text(texts)
+        finally:
+            self._free.put(member)
 
 
 class OnnxEmbedder(Embedder):
@@ -71,6 +128,30 @@ class OnnxEmbedder(Embedder):
         self.source = source
         self.batch_size = int(batch_size)
         self._torch: Embedder | None = None
+        self._pool: TextSessionPool | None = None
+        self._one = threading.Lock()  # without a pool: the export's own session, one caller at a time
+
+    def use_text_sessions(self, size: int, *, threads: int = 1) -> TextSessionPool:
+        """Encode texts on a pool of ``size`` sessions with ``threads`` intra-op threads each from now on
+        (:class:`TextSessionPool`): concurrent callers (the server's worker threads) then encode in parallel.
+
+        Args:
+            size: sessions (``musicsearch serve --text-sessions``; default there: one per core).
+            threads: intra-op threads per session.
+
+        Returns:
+            The pool.
+
+        Raises:
+            MusicSearchError: ``size < 1`` or ``threads < 0``.
+        """
+        self._pool = TextSessionPool(self.exported, size=size, threads=threads)
+        return self._pool
+
+    @property
+    def text_pool(self) -> TextSessionPool | None:
+        """The text session pool, if :meth:`use_text_sessions` set one."""
+        return self._pool
 
     @property
     def model(self) -> Any:  # type: ignore[override]
@@ -102,11 +183,21 @@ class OnnxEmbedder(Embedder):
         return out
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """``N`` texts -> ``(N, D)`` unit float32 embeddings (ONNX Runtime; within 1e-4 of torch before norming)."""
+        """``N`` texts -> ``(N, D)`` unit float32 embeddings (ONNX Runtime; within 1e-4 of torch before norming).
+
+        Thread-safe: on the session pool when there is one (callers run in parallel), else on the export's own
+        session, one caller at a time.
+        """
         items = list(texts)
         if not all(isinstance(t, str) for t in items):
             raise MusicSearchError("texts must be strings")
-        return unit_rows(self.exported.encode_text(items), what="text embeddings")
+        pool = self._pool
+        if pool is not None:
+            raw = pool.encode(items)
+        else:
+            with self._one:
+                raw = self.exported.encode_text(items)
+        return unit_rows(raw, what="text embeddings")
 
     def __repr__(self) -> str:
         return f"OnnxEmbedder(name={self.name!r}, checksum={self.checksum[:12]}, folder={str(self.exported.folder)!r})"
@@ -167,6 +258,28 @@ def open_embedder(
         except (MusicSearchError, OSError) as exc:
             log.warning("could not export model %s to ONNX in %s (%s); searching with torch", spec, folder, exc)
     return embedder
+
+
+def thread_safe_text_encoder(embedder: Embedder) -> Callable[[Sequence[str]], np.ndarray]:
+    """``embedder.embed_texts`` made safe to call from several threads: an :class:`OnnxEmbedder`'s as it is (its
+    sessions are shared safely, in parallel on a :class:`TextSessionPool`); a torch model's behind one lock (one
+    model, one caller at a time).
+
+    Args:
+        embedder: the searcher's model.
+
+    Returns:
+        ``texts -> (N, D)`` unit float32 embeddings.
+    """
+    if isinstance(embedder, OnnxEmbedder):
+        return embedder.embed_texts
+    lock = threading.Lock()
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        with lock:
+            return embedder.embed_texts(texts)
+
+    return embed
 
 
 class TextEmbeddingCache:
