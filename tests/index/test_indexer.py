@@ -16,9 +16,10 @@ from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import WindowPlan, decode_track, load_embedder
 from musicsearch.index.indexer import Store, collect_source, index_collection
+from musicsearch.index.store import export_vectors
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
-from musicsearch.search.api import Searcher, export_vectors
+from musicsearch.search.api import Searcher
 
 SR = 16000
 

@@ -18,9 +18,9 @@ import torch
 
 from musicsearch.index.embedder import load_embedder
 from musicsearch.index.indexer import Store, index_collection
+from musicsearch.index.store import export_vectors
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
-from musicsearch.search.api import export_vectors
 
 SR = 16000
 N_FILES = 40

@@ -20,20 +20,10 @@ from musicsearch.index.metadata import MetadataFilter
 from musicsearch.index.store import gaussian_mixture_vectors
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
-from musicsearch.search.api import (
-    MAX_QUERY_CHARS,
-    Calibration,
-    FilterIndex,
-    Searcher,
-    background_spread,
-    gibberish,
-    map_coordinates,
-    null_threshold,
-    parse_filters,
-    parse_query,
-    random_mixtures,
-    search,
-)
+from musicsearch.search.api import FilterIndex, Searcher, search
+from musicsearch.search.calibration import Calibration, background_spread, gibberish, null_threshold, random_mixtures
+from musicsearch.search.collection_map import map_coordinates
+from musicsearch.search.query import MAX_QUERY_CHARS, parse_filters, parse_query
 
 SR = 16000
 

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from musicsearch.errors import MusicSearchError
-from musicsearch.search.api import MAX_K, NO_MATCH_THRESHOLD, Searcher, parse_filters, parse_query
+from musicsearch.search.api import MAX_K, NO_MATCH_THRESHOLD, Searcher
+from musicsearch.search.query import parse_filters, parse_query
 
 
 def add_parser(subparsers: Any) -> None:

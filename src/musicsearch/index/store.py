@@ -474,6 +474,45 @@ def open_backend(path: str | os.PathLike[str]) -> VectorBackend:
     return backend_class(str(manifest["backend"])).open(path)
 
 
+def export_vectors(backend: VectorBackend) -> tuple[np.ndarray, np.ndarray]:
+    """Every vector of a backend sorted by id: ``(ids (N,) int64, vectors (N, D) float32)``."""
+    parts = list(backend.export())
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
+    ids = np.concatenate([p[0] for p in parts])
+    vecs = np.concatenate([p[1] for p in parts])
+    order = np.argsort(ids)
+    return ids[order], vecs[order]
+
+
+def scan_vectors(
+    backend: VectorBackend, *, max_sample: int, seed: int = 0
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One streaming pass over a backend: the count, the mean vector and a seeded sample, without holding every
+    vector in memory (a million 128-d vectors are 512 MB).
+
+    Returns:
+        ``(n, mean (D,) float32, sample ids (S,) sorted, sample vectors (S, D))`` with ``S <= max_sample`` (each
+        vector kept with probability ``max_sample / n``, then cut to ``max_sample``).
+    """
+    n = len(backend)
+    total = np.zeros(backend.dim, np.float64)
+    if n == 0:
+        return 0, total.astype(np.float32), np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
+    rng = np.random.default_rng(seed)
+    p = min(1.0, max_sample / n)
+    ids_parts, vec_parts = [], []
+    for ids, vecs in backend.export():
+        total += vecs.sum(axis=0, dtype=np.float64)
+        keep = rng.random(ids.size) < p if p < 1 else np.ones(ids.size, bool)
+        ids_parts.append(ids[keep])
+        vec_parts.append(vecs[keep])
+    ids = np.concatenate(ids_parts)
+    vecs = np.concatenate(vec_parts)
+    order = np.argsort(ids)[:max_sample]
+    return n, (total / n).astype(np.float32), ids[order], vecs[order]
+
+
 def copy_vectors(sources: Iterable[VectorBackend], dest: VectorBackend, *, batch_size: int = 65536) -> int:
     """Add every vector of ``sources`` to ``dest`` (merging shards, or moving between backends).
 

@@ -66,7 +66,8 @@ from musicsearch import __version__
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import sha256_file
 from musicsearch.index.embedder import Embedder
-from musicsearch.search.api import MAX_QUERY_CHARS, TEXT_CACHE_SIZE, Searcher
+from musicsearch.search.api import TEXT_CACHE_SIZE, Searcher
+from musicsearch.search.query import MAX_QUERY_CHARS
 
 if TYPE_CHECKING:
     import uvicorn
