@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from musicsearch.losses.soft_targets import SoftTargetHead, soft_target_loss
+from musicsearch.losses.soft_targets import SoftTargetHead, soft_target_loss, tag_ranking_loss
 
 
 def _oracle(audio: np.ndarray, text: np.ndarray, targets: np.ndarray, scale: float, bias: float) -> float:
@@ -47,3 +47,42 @@ def test_head_probs_and_gradient_direction() -> None:
     loss.backward()
     assert audio.grad is not None and float(audio.grad[0, 1]) < 0
     assert head.log_scale.grad is not None and head.bias.grad is not None
+
+
+def _rank_oracle(audio: np.ndarray, text: np.ndarray, targets: np.ndarray, scale: float) -> float:
+    total = 0.0
+    for b in range(audio.shape[0]):
+        logits = [scale * float(audio[b] @ text[k]) / (np.linalg.norm(audio[b]) * np.linalg.norm(text[k]))
+                  for k in range(text.shape[0])]  # fmt: skip
+        top = max(logits)
+        log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+        mass = float(sum(targets[b]))
+        for k in range(text.shape[0]):
+            if mass > 0:
+                total -= float(targets[b, k]) / mass * (logits[k] - log_z)
+    return total / audio.shape[0]
+
+
+def test_tag_ranking_loss_matches_plain_loop() -> None:
+    rng = np.random.default_rng(1)
+    audio = rng.normal(size=(6, 8)).astype(np.float32)
+    text = rng.normal(size=(5, 8)).astype(np.float32)
+    targets = rng.uniform(size=(6, 5)).astype(np.float32)
+    targets[2] = 0.0  # a window the teachers call nothing: no ranking to learn, contributes 0
+    for scale in (1.0, 10.0, 30.0):
+        got = tag_ranking_loss(torch.from_numpy(audio), torch.from_numpy(text), torch.from_numpy(targets),
+                               torch.tensor(scale))  # fmt: skip
+        want = _rank_oracle(audio.astype(np.float64), text.astype(np.float64), targets.astype(np.float64), scale)
+        # float32 cosines (~1e-7) times scale 30 through log-softmax: inside 1e-5 relative
+        assert abs(float(got) - want) <= 1e-5 * max(1.0, abs(want))
+
+
+def test_tag_ranking_loss_prefers_the_teachers_top_tag() -> None:
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    targets = torch.tensor([[0.9, 0.3]])  # the teacher ranks tag 0 first
+    right = tag_ranking_loss(torch.tensor([[1.0, 0.2]]), text, targets, torch.tensor(10.0))
+    wrong = tag_ranking_loss(torch.tensor([[0.2, 1.0]]), text, targets, torch.tensor(10.0))
+    assert float(right) < float(wrong)
+    # the same probabilities scaled down by half rank the same: only the normalised distribution matters
+    half = tag_ranking_loss(torch.tensor([[1.0, 0.2]]), text, targets / 2, torch.tensor(10.0))
+    torch.testing.assert_close(half, right)

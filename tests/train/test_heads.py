@@ -93,6 +93,28 @@ def test_train_head_on_cached_features(tmp_path) -> None:
         assert h2 == pytest.approx(h1, rel=1e-4, abs=1e-4)
 
 
+def test_train_head_with_the_tag_ranking_loss(tmp_path) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert"))
+    rng = np.random.default_rng(0)
+    real = _windows(40, {0: "valid", 1: "test"}, "r", tags=False)
+    kind = np.arange(40) % 2
+    # two kinds of window whose teachers rank different tags first
+    probs = np.full((40, 100), 0.05, np.float32)
+    probs[kind == 0, 3] = 0.95
+    probs[kind == 1, 7] = 0.95
+    feats = rng.normal(size=(40, 3140)).astype(np.float32)
+    feats[:, :10] += 3.0 * kind[:, None]
+    real_feats = BackboneFeatures([w.track_id for w in real], feats, probs)
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=4, batch_size=16, seed=0, soft_weight=0.0, rank_weight=1.0)
+    out = train_head(cfg, base, real, real_feats, out_dir=tmp_path, name="m")
+    ranks = [h["rank"] for h in out["history"]]
+    assert all(np.isfinite(r) for r in ranks) and all("soft" not in h for h in out["history"])
+    # the listwise loss is learned: it falls below its first epoch's value
+    assert ranks[-1] < ranks[0]
+
+
 def test_checkpoint_keeps_the_base_models_fine_tuned_text_layer(tmp_path) -> None:
     """A base model whose top MiniLM layer was fine-tuned: the trained head's checkpoint must store that layer
     (the frozen lower layers come back from PyPI) and load strictly."""

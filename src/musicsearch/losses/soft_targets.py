@@ -10,6 +10,14 @@ probability ``p_bk``, averaged over windows and tags::
 
 Unlike thresholded pseudo-tags, this distils the teachers' whole distributions, including what they think a
 window is *not*, and the relative strength of every tag.
+
+The binary cross-entropy treats every tag on its own, with one shared bias: it can match each tag's probability
+well on average and still put the wrong tag first for a window (``techno`` above ``electronic``), which is what a
+one-word query sees. :func:`tag_ranking_loss` adds the listwise view: over the K tags of a window, the teachers'
+probabilities normalised to sum to one are the target of a softmax over the student's scaled cosines
+(cross-entropy, i.e. KL divergence up to the teachers' entropy)::
+
+    L_rank = -1 / B * sum_b sum_k pi_bk log softmax_k(s' cos(a_b, t_k)),  pi_bk = p_bk / sum_j p_bj
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SoftTargetHead", "soft_target_loss"]
+__all__ = ["SoftTargetHead", "soft_target_loss", "tag_ranking_loss"]
 
 
 def soft_target_loss(
@@ -42,6 +50,28 @@ def soft_target_loss(
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
 
 
+def tag_ranking_loss(
+    audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Listwise cross-entropy between the teachers' normalised tag distribution and a softmax over the student's
+    scaled cosines (module docstring).
+
+    Args:
+        audio: ``(B, D)`` audio embeddings (any norm; cosine is taken).
+        tag_text: ``(K, D)`` text embeddings of the K tags.
+        targets: ``(B, K)`` float probabilities in ``[0, 1]``; a row is normalised to sum to one (a row of zeros
+            contributes nothing).
+        scale: scalar temperature ``s'`` of the softmax (positive).
+
+    Returns:
+        The scalar mean over the ``B`` windows.
+    """
+    logits = scale * F.normalize(audio, dim=-1) @ F.normalize(tag_text, dim=-1).t()  # (B, K)
+    t = targets.to(logits.dtype)
+    dist = t / t.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)  # (B, K), rows sum to 1 (or 0)
+    return -(dist * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
 class SoftTargetHead(nn.Module):
     """Holds the learnable ``log_scale`` and ``bias`` of :func:`soft_target_loss`.
 
@@ -54,9 +84,15 @@ class SoftTargetHead(nn.Module):
         super().__init__()
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        #: the softmax temperature of :func:`tag_ranking_loss` (its own: a ranking wants sharper logits)
+        self.log_rank_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
 
     def forward(self, audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return soft_target_loss(audio, tag_text, targets, self.log_scale.exp(), self.bias)
+
+    def ranking(self, audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """:func:`tag_ranking_loss` with this head's learnable temperature."""
+        return tag_ranking_loss(audio, tag_text, targets, self.log_rank_scale.exp())
 
     def probs(self, audio: torch.Tensor, tag_text: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` the student's tag probabilities."""

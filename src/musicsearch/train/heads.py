@@ -242,6 +242,8 @@ class HeadTrainConfig:
         lr: AdamW learning rate (cosine decay to 0).
         weight_decay: AdamW weight decay.
         soft_weight: weight of the soft-target loss (0 trains on pseudo-captions and corpus text only).
+        rank_weight: weight of the listwise tag-ranking loss (:func:`musicsearch.losses.soft_targets.
+            tag_ranking_loss`): which teacher tag comes first for a window.
         pseudo_captions: train real windows contrastively on captions of their confident teacher tags.
         floor: lowest per-tag threshold of the confident tags.
         ceiling: highest per-tag threshold.
@@ -258,6 +260,7 @@ class HeadTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     soft_weight: float = 1.0
+    rank_weight: float = 0.0
     pseudo_captions: bool = True
     floor: float = 0.2
     ceiling: float = 0.5
@@ -437,6 +440,10 @@ def train_head(
             s = soft(audio[real_rows], tag_emb, probs[idx[real_rows]])
             loss = loss + cfg.soft_weight * s
             stats["soft"] = float(s.detach())
+        if real_rows and cfg.rank_weight > 0:
+            rk = soft.ranking(audio[real_rows], tag_emb, probs[idx[real_rows]])
+            loss = loss + cfg.rank_weight * rk
+            stats["rank"] = float(rk.detach())
         return loss, stats
 
     history = []
