@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.embedder import load_embedder
+from musicsearch.index.embedder import DEFAULT_BATCH_ONNX, DEFAULT_BATCH_TORCH, open_index_embedder
 from musicsearch.index.indexer import (
     DECODE_TIMEOUT,
     default_workers,
@@ -79,7 +79,13 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help=f"decoding processes (default {default_workers()} here; 0 decodes in the main process)",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="windows per model forward pass (default: 16)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"windows per model forward pass (default: {DEFAULT_BATCH_ONNX} with ONNX Runtime, {DEFAULT_BATCH_TORCH} "
+        "with torch)",
+    )
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:N")
     p.add_argument("--max-windows", type=int, default=None, help="windows per track at most, for a new store (16)")
     p.add_argument("--prune", action="store_true", help="drop stored tracks whose files are gone from SOURCE")
@@ -172,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         import_ray()
         ray_options = RayOptions(address=None if args.ray == "local" else args.ray, actors=args.ray_actors)
         index_fn = functools.partial(index_collection_ray, options=ray_options)
-    embedder = load_embedder(store_model(store, args.model), batch_size=args.batch_size, device=args.device)
+    embedder = open_index_embedder(store_model(store, args.model), batch_size=args.batch_size, device=args.device)
     report = index_fn(
         args.source.expanduser(),
         store,
@@ -180,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         backend_options=args.backend_options,
         workers=args.workers,
-        batch_size=args.batch_size,
+        batch_size=embedder.batch_size,  # the runtime's default unless --batch-size
         max_windows=args.max_windows,
         prune=args.prune,
         retry_failed=args.retry_failed,

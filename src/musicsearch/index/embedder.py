@@ -8,6 +8,14 @@ Two halves, kept apart so that decoding can run in worker processes that never i
 * :class:`Embedder` (torch, imported lazily): a loaded model with its identity (config name, weights checksum,
   where it came from), embedding window batches, whole files and texts through
   :mod:`musicsearch.models.inference` (eval mode, no autograd: the same input always gives the same vector).
+* :class:`OnnxAudioEmbedder`: the same identity, its audio windows run by an ONNX Runtime session of the model's
+  export (:mod:`musicsearch.models.onnx`; within 1e-4 of torch). :func:`open_index_embedder` picks it for indexing
+  when the model has a good export (a shipped model is exported on first use), torch otherwise.
+
+Threads: :func:`model_threads` gives the model the cores that are not decoding, and :meth:`Embedder.using_threads`
+runs it on that many (torch's intra-op pool, or the ONNX session's). Two compute threads on a core that a decoding
+process also wants make every parallel operator wait at its barrier for the descheduled thread (measured:
+docs/results.md, indexing with ONNX Runtime).
 
 Window rule (the indexing view of a track, deterministic): ``n = min(max_windows, 1 + ceil((T - W) / H))``
 evenly spaced windows of ``W`` samples with starts ``round(i·(T - W)/(n - 1))`` — one window per hop ``H``
@@ -19,10 +27,12 @@ evaluation); every vector is L2-normalised when stored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,17 +53,27 @@ from musicsearch.fileio import sha256_file
 if TYPE_CHECKING:
     from musicsearch.index.metadata import StoreInfo
     from musicsearch.models.dual_encoder import TextToMusic
+    from musicsearch.models.onnx import ExportedModel
 
 __all__ = [
+    "DEFAULT_BATCH_ONNX",
+    "DEFAULT_BATCH_TORCH",
     "DEFAULT_MAX_WINDOWS",
+    "ENV_ONNX",
     "PREPROCESSING_VERSION",
     "SILENCE_DB",
     "DecodedTrack",
     "Embedder",
+    "OnnxAudioEmbedder",
     "SilentAudioError",
     "WindowPlan",
+    "available_cores",
     "decode_track",
     "load_embedder",
+    "model_threads",
+    "onnx_enabled",
+    "open_index_embedder",
+    "single_threaded",
     "unit_rows",
 ]
 
@@ -66,6 +86,12 @@ PREPROCESSING_VERSION = "index-v1"
 DEFAULT_MAX_WINDOWS = 16
 #: RMS level (dB re full scale) below which a file is flagged silent and not indexed.
 SILENCE_DB = -60.0
+#: Windows per forward pass by default, by runtime. Measured with the shipped ``default`` model (3 s windows), one
+#: thread: both runtimes are fastest per window in small batches (larger ones leave the cache), see docs/results.md.
+DEFAULT_BATCH_TORCH = 4
+DEFAULT_BATCH_ONNX = 4
+#: Environment switch shared with the search path: ``0`` (or ``false``/``no``/``off``) keeps the model on torch.
+ENV_ONNX = "MUSICSEARCH_ONNX"
 
 
 class SilentAudioError(AudioError):
@@ -259,6 +285,9 @@ class Embedder:
         batch_size: windows per forward pass.
     """
 
+    #: What runs the audio tower (``torch`` here, ``onnx`` for :class:`OnnxAudioEmbedder`).
+    runtime = "torch"
+
     def __init__(self, model: TextToMusic, *, name: str, checksum: str, source: str, batch_size: int = 16) -> None:
         if batch_size < 1:
             raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
@@ -311,6 +340,25 @@ class Embedder:
 
         return embed_windows(self.model, windows, batch_size=self.batch_size)
 
+    @contextlib.contextmanager
+    def using_threads(self, threads: int) -> Iterator[None]:
+        """Run the model on ``threads`` compute threads inside the ``with`` block (torch's intra-op pool, set back
+        afterwards: the setting is process-wide).
+
+        Raises:
+            MusicSearchError: ``threads`` < 1.
+        """
+        if threads < 1:
+            raise MusicSearchError(f"model threads must be >= 1, got {threads}")
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def embed_decoded(self, decoded: DecodedTrack) -> tuple[np.ndarray, np.ndarray]:
         """One decoded track -> ``(track (D,) unit float32, windows (n, D) unit float32)``."""
         raw = self.embed_windows(decoded.windows)  # (n, D)
@@ -348,6 +396,237 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder(name={self.name!r}, checksum={self.checksum[:12]}, source={self.source!r})"
+
+
+class OnnxAudioEmbedder(Embedder):
+    """An :class:`Embedder` whose audio tower runs from an ONNX export in an ONNX Runtime session.
+
+    It has the identity of the torch model it stands for (config name, weights checksum, source), so a store
+    accepts it exactly when it would accept that model, and its window embeddings are within
+    :data:`~musicsearch.models.onnx.PARITY_TOLERANCE` of torch's. The session runs ``threads`` intra-op threads in
+    sequential execution mode (one operator at a time, each split across the threads); it is made on first use
+    and again when :meth:`using_threads` asks for another count. Texts go through the export's text graph when it
+    has one, else through the torch model, which :attr:`model` loads on first use only.
+
+    Args:
+        exported: a checked export (:meth:`~musicsearch.models.onnx.ExportedModel.open`).
+        source: the ``--model`` value it stands for (how to load the torch model again).
+        batch_size: windows per session call.
+        threads: intra-op threads of the session (``0``: :func:`available_cores`).
+    """
+
+    runtime = "onnx"
+
+    def __init__(
+        self, exported: ExportedModel, *, source: str, batch_size: int = DEFAULT_BATCH_ONNX, threads: int = 0
+    ) -> None:
+        if batch_size < 1:
+            raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
+        if threads < 0:
+            raise MusicSearchError(f"model threads must be >= 0, got {threads}")
+        self.exported = exported
+        self.name = str(exported.meta["config_name"])
+        self.checksum = exported.weights_sha256
+        self.source = source
+        self.batch_size = int(batch_size)
+        self.threads = int(threads) or available_cores()
+        self._session: Any = None
+        self._session_threads = 0
+        self._torch: Embedder | None = None
+
+    @property
+    def model(self) -> Any:  # type: ignore[override]
+        """The torch model (loaded on first use, for callers that need its config or its text tower)."""
+        if self._torch is None:
+            log.info("loading the torch model %s beside its ONNX export", self.source)
+            self._torch = load_embedder(self.source, batch_size=self.batch_size)
+        return self._torch.model
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self.exported.dim
+
+    @property
+    def window_samples(self) -> int:
+        """Model input length in samples."""
+        return self.exported.window_samples
+
+    def session(self) -> Any:
+        """The ONNX Runtime session of the audio graph with :attr:`threads` intra-op threads (made on first use).
+
+        Raises:
+            StaleExportError: the graph cannot be loaded (a damaged file).
+        """
+        if self._session is None or self._session_threads != self.threads:
+            self._session = self.exported.audio_session(threads=self.threads)
+            self._session_threads = self.threads
+        return self._session
+
+    @contextlib.contextmanager
+    def using_threads(self, threads: int) -> Iterator[None]:
+        """Run the session on ``threads`` intra-op threads from here on (a new session when the count changes;
+        torch's threads are left alone).
+
+        Raises:
+            MusicSearchError: ``threads`` < 1.
+        """
+        if threads < 1:
+            raise MusicSearchError(f"model threads must be >= 1, got {threads}")
+        self.threads = int(threads)
+        yield
+
+    def _run_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Checked ``(N, window_samples)`` float32 windows -> ``(N, D)`` float32 raw embeddings (ONNX Runtime).
+
+        Raises:
+            MusicSearchError: NaN/inf from the model.
+        """
+        sess = self.session()
+        x = np.ascontiguousarray(windows, dtype=np.float32)  # (N, T)
+        if x.shape[0] == 0:
+            return np.zeros((0, self.dim), np.float32)
+        parts = [sess.run(None, {"wave": x[a : a + self.batch_size]})[0] for a in range(0, x.shape[0], self.batch_size)]
+        out = np.concatenate(parts).astype(np.float32, copy=False)  # (N, D)
+        if not np.isfinite(out).all():
+            raise MusicSearchError(f"model {self.name} (ONNX) gave NaN or inf for these windows")
+        return out
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``N`` texts -> ``(N, D)`` unit float32 embeddings: the export's text graph, or torch without one."""
+        items = list(texts)
+        if not self.exported.has_text:
+            return super().embed_texts(items)
+        if not all(isinstance(t, str) for t in items):
+            raise MusicSearchError("texts must be strings")
+        return unit_rows(self.exported.encode_text(items), what="text embeddings")
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxAudioEmbedder(name={self.name!r}, checksum={self.checksum[:12]}, "
+            f"folder={str(self.exported.folder)!r}, threads={self.threads})"
+        )
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def model_threads(workers: int, *, cores: int | None = None) -> int:
+    """Compute threads for the model while ``workers`` decoding processes run beside it: the cores they leave,
+    at least one (``cores`` defaults to :func:`available_cores`)."""
+    total = available_cores() if cores is None else int(cores)
+    return max(1, total - max(0, int(workers)))
+
+
+#: Environment variables that size the thread pools of OpenMP, the BLAS libraries and torch in a new process.
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+def single_threaded() -> None:
+    """Make this process compute on one thread: the thread-count variables of :data:`THREAD_ENV` set to 1 (for
+    libraries loaded later), the BLAS pools already loaded limited to 1 (through ``threadpoolctl`` when it is
+    installed) and torch's intra-op pool to 1 if torch is loaded. The decoding workers call it first: each is one
+    of the processes sharing the cores, and a second thread in it would only contend with the model."""
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def onnx_enabled() -> bool:
+    """Whether the model may run from an ONNX export (``$MUSICSEARCH_ONNX``, default on)."""
+    return os.environ.get(ENV_ONNX, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def open_index_embedder(
+    model: str | os.PathLike[str] | Embedder,
+    *,
+    batch_size: int | None = None,
+    threads: int = 0,
+    device: str = "cpu",
+    onnx: bool | None = None,
+    export_on_first_use: bool = True,
+) -> Embedder:
+    """The model for indexing: an :class:`OnnxAudioEmbedder` when the model has a good export, torch otherwise.
+
+    As the search path (:func:`musicsearch.search.textenc.open_embedder`) does: the export of exactly these
+    weights is looked up by their SHA-256 in :func:`~musicsearch.models.onnx.onnx_cache_dir`; a stale or damaged
+    one gives a warning naming the problem and torch (never a wrong vector); a shipped model without one is
+    exported there first (once, atomically) and then used. ``device`` other than ``cpu`` always means torch.
+
+    Args:
+        model: an :class:`Embedder` (returned as is), or a ``--model`` value (shipped name, ``.safetensors``
+            file, run folder, published name).
+        batch_size: windows per forward pass (``None``: :data:`DEFAULT_BATCH_ONNX` or :data:`DEFAULT_BATCH_TORCH`).
+        threads: ONNX Runtime intra-op threads (``0``: :func:`available_cores`; the indexer sets it per run).
+        device: where a torch model runs (``cpu``, ``cuda``, ``cuda:1``).
+        onnx: use exports (``None``: ``$MUSICSEARCH_ONNX``, default on).
+        export_on_first_use: export a shipped model that has no export yet.
+
+    Returns:
+        The embedder.
+
+    Raises:
+        CheckpointError: the model cannot be loaded at all (as :func:`load_embedder`).
+    """
+    if isinstance(model, Embedder):
+        return model
+    torch_batch = DEFAULT_BATCH_TORCH if batch_size is None else batch_size
+    if device != "cpu" or not (onnx_enabled() if onnx is None else onnx):
+        return load_embedder(model, batch_size=torch_batch, device=device)
+    from musicsearch.models.onnx import (
+        EXPORT_FILE,
+        SHIPPED_DIR,
+        ExportedModel,
+        StaleExportError,
+        export_dir_for,
+        export_onnx,
+        weights_of,
+    )
+
+    spec = str(model)
+    found = weights_of(spec)
+    if found is None:  # a published checkpoint, or nothing there: torch loads it or says what is wrong
+        return load_embedder(model, batch_size=torch_batch, device=device)
+    weights, sha = found
+    folder = export_dir_for(sha)
+    source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().exists() else spec
+    onnx_batch = DEFAULT_BATCH_ONNX if batch_size is None else batch_size
+    fallback: Embedder | None = None
+    if not (folder / EXPORT_FILE).exists():
+        if not (export_on_first_use and weights.parent == SHIPPED_DIR):
+            return load_embedder(model, batch_size=torch_batch, device=device)
+        fallback = load_embedder(model, batch_size=torch_batch, device=device)
+        log.info("first use of model %s: exporting it to ONNX in %s (once)", spec, folder)
+        try:
+            export_onnx(fallback.model, folder, weights_sha256=sha, source=spec)
+        except (MusicSearchError, OSError) as exc:
+            log.warning("could not export model %s to ONNX in %s (%s); indexing with torch", spec, folder, exc)
+            return fallback
+    try:
+        embedder = OnnxAudioEmbedder(
+            ExportedModel.open(folder, weights_sha256=sha), source=source, batch_size=onnx_batch, threads=threads
+        )
+        embedder.session()  # a graph ONNX Runtime cannot load is found now, not in the middle of a run
+    except StaleExportError as exc:
+        log.warning("%s. Indexing with torch for now", exc)
+        return fallback or load_embedder(model, batch_size=torch_batch, device=device)
+    return embedder
 
 
 def track_vector(window_embeddings: np.ndarray) -> np.ndarray:

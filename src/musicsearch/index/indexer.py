@@ -76,6 +76,9 @@ from musicsearch.index.embedder import (
     WindowPlan,
     decode_track,
     load_embedder,
+    model_threads,
+    open_index_embedder,
+    single_threaded,
     track_vector,
     unit_rows,
 )
@@ -1051,6 +1054,13 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
+def _init_worker(parent: int) -> None:
+    """Worker initializer: compute on one thread (:func:`~musicsearch.index.embedder.single_threaded`: the
+    worker is one of the processes sharing the cores with the model), and exit with the indexing process."""
+    single_threaded()
+    _watch_parent(parent)
+
+
 def _pool(workers: int) -> cf.ProcessPoolExecutor:
     """A pool of decoding processes. With ``forkserver`` (Linux) the server preloads this module only, not the
     caller's ``__main__``: workers start in milliseconds, never import torch, and a script without an
@@ -1062,7 +1072,7 @@ def _pool(workers: int) -> cf.ProcessPoolExecutor:
     else:
         ctx = mp.get_context("spawn")
     return cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
     )
 
 
@@ -1339,7 +1349,7 @@ def index_collection(
     backend: str | None = None,
     backend_options: dict[str, Any] | None = None,
     workers: int | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     max_windows: int | None = None,
     prune: bool = False,
     retry_failed: bool = False,
@@ -1359,8 +1369,11 @@ def index_collection(
         model: ``--model`` value or an :class:`Embedder`; may be omitted for an existing store (its own model).
         backend: vector backend of a new store (``faiss`` by default; ``numpy``, ``milvus``).
         backend_options: options of a new store's backends (e.g. ``{"exact_threshold": 100000}``).
-        workers: decoding processes (default :func:`default_workers`; 0 decodes in the main process).
-        batch_size: windows per model forward pass, across tracks.
+        workers: decoding processes (default :func:`default_workers`; 0 decodes in the main process), each on
+            one thread; the model runs on the cores they leave
+            (:func:`~musicsearch.index.embedder.model_threads`).
+        batch_size: windows per model forward pass, across tracks (default: the embedder's own, which
+            :func:`~musicsearch.index.embedder.open_index_embedder` sets per runtime).
         max_windows: windows per track at most, for a new store (default 16).
         prune: drop stored tracks that are no longer in the source.
         retry_failed: retry files that failed before and have not changed since.
@@ -1385,7 +1398,7 @@ def index_collection(
             or another run holding the store.
     """
     t_start = time.perf_counter()
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
     workers = default_workers() if workers is None else int(workers)
     if workers < 0:
@@ -1417,11 +1430,11 @@ def index_collection(
                 f"store {path} was built with at most {settings.plan.max_windows} windows a track, not {max_windows}; "
                 "omit --max-windows or use a new store"
             )
-        embedder = load_embedder(store_model(path, model), batch_size=batch_size)
+        embedder = open_index_embedder(store_model(path, model), batch_size=batch_size)
         with _writing(path):
             st = Store.open(path, writable=True)
     else:
-        embedder = load_embedder(store_model(path, model), batch_size=batch_size)
+        embedder = open_index_embedder(store_model(path, model), batch_size=batch_size)
         plan = embedder.plan(max_windows=DEFAULT_MAX_WINDOWS if max_windows is None else max_windows)
         settings = StoreSettings(
             model_name=embedder.name,
@@ -1436,10 +1449,11 @@ def index_collection(
         )
         with _writing(path):
             st = Store.create(path, settings)
+    batch_size = embedder.batch_size if batch_size is None else batch_size
     report = IndexReport(store=str(path), scanned=len(items) + len(rejected), workers=workers, batch_size=batch_size)
     report.failed.extend(rejected)
     try:
-        with _writing(path):
+        with _writing(path), embedder.using_threads(model_threads(workers)):
             st.check_model(embedder)
             report.repaired = st.repaired + st.repair()
             _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,

@@ -491,12 +491,14 @@ class ExportedModel:
         """SHA-256 of the weights file the export came from."""
         return str(self.meta["weights_sha256"])
 
-    def _session(self, name: str) -> Any:
+    def _session(self, name: str, threads: int | None = None) -> Any:
         import onnxruntime as ort
 
+        threads = self.threads if threads is None else threads
         opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
         try:
             return ort.InferenceSession(str(self.folder / name), opts, providers=["CPUExecutionProvider"])
@@ -505,6 +507,15 @@ class ExportedModel:
                 f"ONNX export {self.folder}: {name} cannot be loaded ({exc.__class__.__name__}); rebuild it: "
                 f"musicsearch export --onnx --model MODEL --out {self.folder}"
             ) from None
+
+    def audio_session(self, *, threads: int) -> Any:
+        """A new ONNX Runtime session of the audio graph with ``threads`` intra-op threads, sequential execution
+        (for callers that set their own thread count, such as the indexer; input ``wave``, output ``embedding``).
+
+        Raises:
+            StaleExportError: the graph cannot be loaded.
+        """
+        return self._session(AUDIO_FILE, threads)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """``N`` texts -> the text graph's inputs, each ``(N, L)`` int64 (padded to the longest, truncated)."""
