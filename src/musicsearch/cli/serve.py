@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Any
 
 from musicsearch.errors import ConfigError
@@ -53,14 +54,28 @@ def add_parser(subparsers: Any) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch and FAISS threads per query (default 1: one query at a time is fastest without spinning "
-        "thread pools; 0 leaves the libraries' defaults)",
+        help="torch and FAISS threads per query (default 1: a query is fastest without spinning thread pools; "
+        "0 leaves the libraries' defaults)",
+    )
+    p.add_argument(
+        "--text-sessions",
+        type=int,
+        default=0,
+        help="ONNX Runtime sessions of the text tower, used in parallel by concurrent searches (default 0: one "
+        "per core); the torch fallback runs one model, one query at a time",
+    )
+    p.add_argument(
+        "--text-threads",
+        type=int,
+        default=1,
+        help="intra-op threads of each text session (default: %(default)s; 0: ONNX Runtime's default, one per "
+        "core, right only with --text-sessions 1)",
     )
     p.add_argument(
         "--search-threads",
         type=int,
-        default=2,
-        help="worker threads for searches and file checks, off the event loop (default: %(default)s)",
+        default=0,
+        help="worker threads for searches and file checks, off the event loop (default 0: text sessions + 1)",
     )
     p.add_argument(
         "--max-queued",
@@ -126,18 +141,21 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         log.warning("%s", warning)
     hosts = default_allowed_hosts(args.host) + list(args.allowed_host)
-    if args.threads > 0:
-        limit_threads(args.threads)
     app = create_app(
         args.store,
         model=args.model,
         allowed_hosts=hosts,
         api_key=api_key,
-        search_threads=args.search_threads,
+        search_threads=args.search_threads or None,
         max_queued=args.max_queued,
         queue_timeout=args.queue_timeout,
         text_cache_size=args.text_cache,
+        text_sessions=args.text_sessions or None,
+        text_threads=args.text_threads,
+        thread_setup=(lambda: limit_threads(args.threads)) if args.threads > 0 else None,
     )
+    if args.threads > 0:  # after the model is open: torch is then loaded only if it is the model's runtime
+        limit_threads(args.threads)
     server = build_server(app, host=args.host, port=args.port, limits=limits)
     print(f"serving {args.store} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     try:
@@ -161,10 +179,12 @@ def exposure_warning(host: str, port: int, api_key: str | None) -> str | None:
 
 
 def limit_threads(n: int) -> None:
-    """Use ``n`` threads in torch and FAISS (their OpenMP pools spin between queries otherwise)."""
-    import torch
-
-    torch.set_num_threads(n)
+    """Use ``n`` threads in torch (if it is loaded: the ONNX search path never imports it) and FAISS (their
+    OpenMP pools spin between queries otherwise), in the calling thread: FAISS's OpenMP setting is per thread, so
+    the server calls this in each worker thread too."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
     try:
         import faiss
     except ImportError:

@@ -12,7 +12,8 @@ Endpoints (all JSON unless stated; the OpenAPI schema is at ``/openapi.json``, t
   byte ranges (``206`` with ``Content-Range``; several ranges as ``multipart/byteranges``; ``If-Range``). Our own
   code only turns its plain-text errors into this API's JSON ``416`` with ``Content-Range: bytes */size``, serves
   a ``Range`` of another unit whole (RFC 9110), and checks that the file is still the one that was indexed.
-* ``GET /api/map?limit=``: 2-D coordinates of the collection for the plot.
+* ``GET /api/map?limit=&colour=``: 2-D coordinates of the collection for the plot, coloured by named clusters
+  (``colour=clusters``, the default) or by a tag family the collection has (``colour=genre``, ...).
 * ``GET /``: the web page (``/static/app.js``, ``/static/style.css``; three fixed files, no directory serving).
 
 Errors are JSON ``{"error": message}`` with ``400`` (bad input or a disallowed ``Host``), ``401`` (missing or
@@ -22,7 +23,10 @@ many searches waiting; ``Retry-After``).
 
 **Work off the event loop.** Everything that touches the searcher (text tower, vector indexes, SQLite) or hashes a
 file runs in worker threads through one bounded gate (``search_threads`` at a time, at most ``max_queued``
-waiting, more get ``503``); the event loop itself only parses requests and answers ``/api/health``.
+waiting, more get ``503``); the event loop itself only parses requests and answers ``/api/health``. Query texts
+are encoded in parallel, outside the searcher's lock, on a pool of ONNX Runtime text sessions (one per core, one
+intra-op thread each: ``text_sessions``); the vector search and the SQLite lookups (about 1 ms) run one at a time
+under that lock. A torch model (no export) encodes one query at a time.
 
 **Security rule for audio.** A file is only ever reached through an integer track id looked up in the store's
 database, and served only if its path still resolves to the file recorded when it was indexed (see
@@ -68,6 +72,7 @@ from musicsearch.fileio import sha256_file
 from musicsearch.index.embedder import Embedder
 from musicsearch.search.api import TEXT_CACHE_SIZE, Searcher
 from musicsearch.search.query import MAX_QUERY_CHARS
+from musicsearch.search.textenc import OnnxEmbedder, default_text_sessions
 
 if TYPE_CHECKING:
     import uvicorn
@@ -306,10 +311,18 @@ class _Gate:
     """Run blocking work in at most ``threads`` worker threads, with at most ``max_queued`` callers waiting and
     none waiting longer than ``queue_timeout`` seconds for a thread (work that has started is never cut short).
 
-    Only touched from the event loop's thread (no lock needed for the counters).
+    Only touched from the event loop's thread (no lock needed for the counters). ``thread_setup`` runs once in
+    each worker thread before its first piece of work: thread-count settings of OpenMP libraries (FAISS) are
+    per thread, so a setting made in the main thread does not reach the workers.
     """
 
-    def __init__(self, threads: int, max_queued: int, queue_timeout: float) -> None:
+    def __init__(
+        self,
+        threads: int,
+        max_queued: int,
+        queue_timeout: float,
+        thread_setup: Callable[[], None] | None = None,
+    ) -> None:
         if threads < 1 or max_queued < 0 or not queue_timeout > 0:
             raise MusicSearchError(
                 f"search_threads must be >= 1, max_queued >= 0 and queue_timeout > 0; "
@@ -320,6 +333,21 @@ class _Gate:
         self.capacity = threads + max_queued
         self.queue_timeout = queue_timeout
         self.pending = 0
+        self.thread_setup = thread_setup
+        self._local = threading.local()
+
+    def _in_worker(self, fn: Callable[[], _T]) -> Callable[[], _T]:
+        if self.thread_setup is None:
+            return fn
+        setup, local = self.thread_setup, self._local
+
+        def call() -> _T:
+            if not getattr(local, "ready", False):
+                setup()
+                local.ready = True
+            return fn()
+
+        return call
 
     def state(self) -> dict[str, int]:
         running = int(self.slots.borrowed_tokens)
@@ -337,7 +365,7 @@ class _Gate:
             if not acquired:
                 raise _Busy(f"the request waited {self.queue_timeout:g} s for a worker thread")
             try:
-                return await anyio.to_thread.run_sync(fn, limiter=self.threads)
+                return await anyio.to_thread.run_sync(self._in_worker(fn), limiter=self.threads)
             finally:
                 self.slots.release()
         finally:
@@ -469,10 +497,13 @@ def create_app(
     model: str | os.PathLike[str] | Embedder | None = None,
     allowed_hosts: Sequence[str] | None = None,
     api_key: str | None = None,
-    search_threads: int = 2,
+    search_threads: int | None = None,
     max_queued: int = 32,
     queue_timeout: float = 30.0,
     text_cache_size: int = TEXT_CACHE_SIZE,
+    text_sessions: int | None = None,
+    text_threads: int = 1,
+    thread_setup: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The FastAPI application serving one store.
 
@@ -482,11 +513,19 @@ def create_app(
         allowed_hosts: accepted ``Host`` header names (see :class:`HostAllowList`); ``None``:
             :func:`default_allowed_hosts` of ``127.0.0.1``. ``["*"]`` turns the check off.
         api_key: require this key on the API (see :class:`ApiKeyAuth`); ``None``: no key.
-        search_threads: worker threads for searcher work and file checks (queries are serialised by the
-            searcher; more threads let track lookups and audio checks run beside a long query).
+        search_threads: worker threads for searcher work and file checks (``None``: ``text_sessions + 1``, so
+            that every text session can be busy while one more thread does a lookup). Query texts are encoded in
+            these threads in parallel; the vector search and SQLite lookups run one at a time under the
+            searcher's lock.
         max_queued: requests that may wait for a worker thread; beyond, ``503`` with ``Retry-After: 1``.
         queue_timeout: seconds a request may wait for a worker thread before it gets that ``503``.
         text_cache_size: query texts whose embeddings the searcher keeps (LRU; 0: none).
+        text_sessions: ONNX Runtime sessions of the text tower
+            (:meth:`~musicsearch.search.textenc.OnnxEmbedder.use_text_sessions`; ``None``: one per core). A
+            torch model (no export) runs one text query at a time whatever this says.
+        text_threads: intra-op threads per text session (0: ONNX Runtime's default, one per core).
+        thread_setup: run once in each worker thread before its first request (``musicsearch serve`` limits the
+            threads of FAISS and torch there: OpenMP thread counts are per thread).
 
     Returns:
         The app (its searcher is ``app.state.searcher``; close it when done).
@@ -494,12 +533,24 @@ def create_app(
     Raises:
         MusicSearchError: not a store, a model other than the store's, an empty API key, or bad limits.
     """
-    gate = _Gate(search_threads, max_queued, queue_timeout)
+    sessions = default_text_sessions() if text_sessions is None else text_sessions
+    if sessions < 1 or text_threads < 0:
+        raise MusicSearchError(
+            f"text_sessions must be >= 1 and text_threads >= 0, got {text_sessions} and {text_threads}"
+        )
+    gate = _Gate(sessions + 1 if search_threads is None else search_threads, max_queued, queue_timeout, thread_setup)
     if api_key is not None and not api_key.strip():
         raise MusicSearchError(_EMPTY_KEY)
     searcher = (
         store if isinstance(store, Searcher) else Searcher.open(store, model=model, text_cache_size=text_cache_size)
     )
+    if isinstance(searcher.embedder, OnnxEmbedder):
+        try:
+            searcher.embedder.use_text_sessions(sessions, threads=text_threads)
+        except BaseException:
+            if not isinstance(store, Searcher):
+                searcher.close()
+            raise
     settings = searcher.store.settings
     verifier = AudioVerifier()
     count_limiter = anyio.CapacityLimiter(1)  # the health endpoint's own thread: never behind the search gate
@@ -655,8 +706,11 @@ def create_app(
         return _AudioFile(path, media_type=media, stat_result=st, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/map", summary="2-D map of the collection")
-    async def map_endpoint(limit: Annotated[int, Query(ge=1, le=100_000)] = 20_000) -> Response:
-        return await gate.json(lambda: searcher.collection_map(limit=limit))
+    async def map_endpoint(
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 20_000,
+        colour: Annotated[str, Query(min_length=1, max_length=64)] = "clusters",
+    ) -> Response:
+        return await gate.json(lambda: searcher.collection_map(limit=limit, colour=colour))
 
     # -- the page ----------------------------------------------------------------------------------------------
 
