@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from _data import gaussian_mixture_vectors
+from musicsearch.index.backends.base import l2_normalize
 from musicsearch.index.embedder import Embedder, WindowPlan
-from musicsearch.index.indexer import Store, StoreSettings
 from musicsearch.index.metadata import TrackInfo
-from musicsearch.index.store import gaussian_mixture_vectors, l2_normalize
+from musicsearch.index.store import Store, StoreSettings
 from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import Searcher
 

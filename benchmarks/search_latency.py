@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from _data import gaussian_mixture_vectors
+from musicsearch.index.backends.base import VectorBackend, create_backend, l2_normalize
 from musicsearch.index.metadata import MetadataDB, StoreInfo, TrackInfo
-from musicsearch.index.store import VectorBackend, create_backend, gaussian_mixture_vectors, l2_normalize
 
 K = 10
 ALL = ("faiss", "numpy", "faiss-hnsw", "milvus", "qdrant")

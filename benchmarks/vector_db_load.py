@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from musicsearch.index.store import VectorBackend, create_backend, gaussian_mixture_vectors
+from _data import gaussian_mixture_vectors
+from musicsearch.index.backends.base import VectorBackend, create_backend
 
 DIM = 256
 K = 10

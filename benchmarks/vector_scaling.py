@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-from musicsearch.index.store import gaussian_mixture_vectors
+from _data import gaussian_mixture_vectors
 
 DIM = 256
 K = 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -10,6 +11,16 @@ import pytest
 import soundfile as sf
 
 from musicsearch.data.manifest import Track, write_manifest
+
+# Synthetic clustered vectors come from the benchmarks' data helper (test and benchmark data, not library code):
+# tests import it as ``from conftest import gaussian_mixture_vectors``.
+_BENCH_DATA = importlib.util.spec_from_file_location(
+    "_benchmarks_data", Path(__file__).resolve().parents[1] / "benchmarks" / "_data.py"
+)
+assert _BENCH_DATA is not None and _BENCH_DATA.loader is not None
+_bench_data = importlib.util.module_from_spec(_BENCH_DATA)
+_BENCH_DATA.loader.exec_module(_bench_data)
+gaussian_mixture_vectors = _bench_data.gaussian_mixture_vectors
 
 # The test suite never reaches for a network: no hub downloads, no published-checkpoint downloads.
 os.environ["MUSICSEARCH_OFFLINE"] = "1"

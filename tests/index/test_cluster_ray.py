@@ -18,7 +18,8 @@ from test_indexer import SR, save_debug_model, tone, write_tone_folder
 from musicsearch.cli.main import main
 from musicsearch.errors import MusicSearchError
 from musicsearch.index import cluster
-from musicsearch.index.indexer import Store, index_collection
+from musicsearch.index.indexer import index_collection
+from musicsearch.index.store import Store
 
 FREQS = (180, 260, 340, 430, 520, 640)
 #: Ray embeds the windows of a few tracks per forward pass, the local run 16 windows across tracks: the same float32

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import gaussian_mixture_vectors
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.store import create_backend, gaussian_mixture_vectors, l2_normalize, open_backend
+from musicsearch.index.backends.base import create_backend, l2_normalize, open_backend
 
 faiss = pytest.importorskip("faiss")
 from musicsearch.index.backends.faiss_backend import FaissBackend, default_nlist, default_nprobe  # noqa: E402

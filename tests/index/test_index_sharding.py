@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from musicsearch.index.backends.base import create_backend, l2_normalize, open_backend
 from musicsearch.index.metadata import MetadataDB, StoreInfo, TrackInfo, merge_metadata
-from musicsearch.index.store import create_backend, l2_normalize, merge_shards, open_backend
+from musicsearch.index.shards import merge_shards
 
 pytest.importorskip("faiss")
 

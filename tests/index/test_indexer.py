@@ -14,9 +14,11 @@ import torch
 from musicsearch.cli.main import main
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
+from musicsearch.index.backends.base import export_vectors
 from musicsearch.index.embedder import WindowPlan, decode_track, load_embedder
-from musicsearch.index.indexer import Store, collect_source, index_collection
-from musicsearch.index.store import export_vectors
+from musicsearch.index.indexer import index_collection
+from musicsearch.index.sources import collect_source
+from musicsearch.index.store import Store
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import Searcher

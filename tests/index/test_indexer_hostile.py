@@ -23,16 +23,9 @@ from musicsearch.cli.main import main
 from musicsearch.errors import AudioError, MusicSearchError
 from musicsearch.index import indexer
 from musicsearch.index.embedder import DecodedTrack, WindowPlan, decode_track, load_embedder
-from musicsearch.index.indexer import (
-    FileRow,
-    Store,
-    _Batcher,
-    _hash_regular,
-    _Outcome,
-    index_collection,
-    store_model,
-)
+from musicsearch.index.indexer import _Batcher, _hash_regular, _Outcome, index_collection
 from musicsearch.index.metadata import MetadataDB, TrackInfo
+from musicsearch.index.store import FileRow, Store, store_model
 from musicsearch.models.loading import DEFAULT_MODEL
 from musicsearch.search.api import Searcher, search
 
@@ -139,7 +132,8 @@ def test_a_read_only_store_can_be_searched(small_store: tuple[Path, Path]) -> No
 
 KILL_INSIDE_COMMIT = """
 import os, signal, sys
-from musicsearch.index.indexer import Store, index_collection
+from musicsearch.index.store import Store
+from musicsearch.index.indexer import index_collection
 save = Store.save_vectors
 def save_then_die(self):
     save(self)                            # the vectors are saved, the metadata transaction is still open

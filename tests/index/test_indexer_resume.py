@@ -16,9 +16,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from musicsearch.index.backends.base import export_vectors
 from musicsearch.index.embedder import load_embedder
-from musicsearch.index.indexer import Store, index_collection
-from musicsearch.index.store import export_vectors
+from musicsearch.index.indexer import index_collection
+from musicsearch.index.store import Store
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
 

@@ -14,14 +14,10 @@ from test_indexer import save_debug_model, write_tone_folder
 
 from musicsearch.cli.main import main
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.indexer import (
-    Store,
-    collect_source,
-    index_collection,
-    merge_stores,
-    shard_of,
-    shard_store_path,
-)
+from musicsearch.index.indexer import index_collection
+from musicsearch.index.shards import merge_stores, shard_of, shard_store_path
+from musicsearch.index.sources import collect_source
+from musicsearch.index.store import Store
 from musicsearch.search.api import Searcher
 
 WORLD = 2

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import gaussian_mixture_vectors
 from musicsearch.errors import ConfigError
-from musicsearch.index.store import create_backend, gaussian_mixture_vectors, open_backend
+from musicsearch.index.backends.base import create_backend, open_backend
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")

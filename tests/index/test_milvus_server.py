@@ -19,8 +19,10 @@ import test_vector_backends as suite
 from test_indexer import SR, save_debug_model, tone
 from test_vector_backends import data  # noqa: F401 - the suite's data fixture, used by the tests re-exported below
 
-from musicsearch.index.indexer import Store, index_collection, merge_stores, shard_store_path
-from musicsearch.index.store import VectorBackend, create_backend
+from musicsearch.index.backends.base import VectorBackend, create_backend
+from musicsearch.index.indexer import index_collection
+from musicsearch.index.shards import merge_stores, shard_store_path
+from musicsearch.index.store import Store
 from musicsearch.search.api import Searcher
 
 pytestmark = pytest.mark.slow  # the server takes 15-30 s to start, its index builds seconds each

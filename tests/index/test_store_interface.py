@@ -8,19 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import gaussian_mixture_vectors
 from musicsearch.errors import ConfigError, MusicSearchError
+from musicsearch.index.backends.base import PAD_ID, backend_names, create_backend, l2_normalize, open_backend, sort_hits
 from musicsearch.index.backends.numpy_exact import exact_top_k
-from musicsearch.index.store import (
-    PAD_ID,
-    backend_names,
-    copy_vectors,
-    create_backend,
-    gaussian_mixture_vectors,
-    l2_normalize,
-    merge_shards,
-    open_backend,
-    sort_hits,
-)
+from musicsearch.index.shards import copy_vectors, merge_shards
 
 
 def brute_force(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

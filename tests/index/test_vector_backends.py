@@ -12,15 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import gaussian_mixture_vectors
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.store import (
-    PAD_ID,
-    VectorBackend,
-    create_backend,
-    gaussian_mixture_vectors,
-    l2_normalize,
-    open_backend,
-)
+from musicsearch.index.backends.base import PAD_ID, VectorBackend, create_backend, l2_normalize, open_backend
 
 pytest.importorskip("faiss")
 

@@ -12,12 +12,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import gaussian_mixture_vectors
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import decode_track, load_embedder, unit_rows
-from musicsearch.index.indexer import VectorFile, index_collection
+from musicsearch.index.indexer import index_collection
 from musicsearch.index.metadata import MetadataFilter
-from musicsearch.index.store import gaussian_mixture_vectors
+from musicsearch.index.store import VectorFile
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import FilterIndex, Searcher, search

@@ -13,14 +13,9 @@ from typing import Any
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import DEFAULT_BATCH_ONNX, DEFAULT_BATCH_TORCH, open_index_embedder
-from musicsearch.index.indexer import (
-    DECODE_TIMEOUT,
-    default_workers,
-    index_collection,
-    merge_stores,
-    shard_store_path,
-    store_model,
-)
+from musicsearch.index.indexer import DECODE_TIMEOUT, default_workers, index_collection
+from musicsearch.index.shards import merge_stores, shard_store_path
+from musicsearch.index.store import store_model
 from musicsearch.search.api import prepare_store
 
 

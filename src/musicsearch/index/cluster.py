@@ -277,7 +277,7 @@ def index_collection_ray(
     opts = options or RayOptions()
     import_ray()
     if model is None:
-        from musicsearch.index.indexer import is_store, read_settings
+        from musicsearch.index.store import is_store, read_settings
 
         if not is_store(store):
             raise MusicSearchError(f"{store} is a new store: give the model to index with (--model NAME_OR_PATH)")

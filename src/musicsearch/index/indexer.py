@@ -1,15 +1,6 @@
 """Index a music collection (a folder or a manifest) into a store, incrementally and resumably.
 
-A store is a directory::
-
-    store.json        settings fixed at creation: model (name, weights checksum, where to load it), window plan,
-                      vector backend and its options
-    metadata.sqlite   tracks, windows, tags (:class:`~musicsearch.index.metadata.MetadataDB`)
-    tracks/           one vector per track  (a saved :class:`~musicsearch.index.store.VectorBackend`)
-    windows/          one vector per window (another saved backend; ids disjoint from the track vectors')
-    files.sqlite      per file: size, mtime, SHA-256, resolved path, last outcome (ok / failed and why)
-    vectors.f32       a float32 copy of every vector, row = vector id (search reads a few by id per query)
-    index.lock        held by the one indexing run allowed at a time
+The store directory it writes is described in :mod:`musicsearch.index.store`.
 
 **Pipeline.** Worker processes (``workers``, a process pool started with ``forkserver``, never importing torch)
 hash and decode files into the plan's windows (:func:`~musicsearch.index.embedder.decode_track`), a bounded
@@ -17,12 +8,12 @@ number ahead of the model; the main process batches windows *across* tracks (``b
 pass) and runs the model, so decoding overlaps inference. A worker that crashes (a decoder segfault on a hostile
 file) is replaced and the file it held is reported, not fatal.
 
-**Incremental.** A file is unchanged when its SHA-256 (plus its segment and metadata, see :func:`content_key`)
-equals the stored ``content_hash``. The full SHA-256 is cheap next to decoding (~1 GB/s against tens of ms to
-decode a track), catches every edit (a partial hash misses same-size edits in the middle of a file), and is
-skipped altogether for files whose size and mtime match ``files.sqlite``; a file only touched (new mtime, same
-bytes) is hashed and skipped without decoding. Changed files are re-embedded; files gone from the source are
-dropped with ``prune=True`` (otherwise counted as stale in the report).
+**Incremental.** A file is unchanged when its SHA-256 (plus its segment and metadata, see
+:func:`~musicsearch.index.sources.content_key`) equals the stored ``content_hash``. The full SHA-256 is cheap next
+to decoding (~1 GB/s against tens of ms to decode a track), catches every edit (a partial hash misses same-size
+edits in the middle of a file), and is skipped altogether for files whose size and mtime match ``files.sqlite``; a
+file only touched (new mtime, same bytes) is hashed and skipped without decoding. Changed files are re-embedded;
+files gone from the source are dropped with ``prune=True`` (otherwise counted as stale in the report).
 
 **Resumable, never corrupt.** Finished tracks are committed in small batches (every ``commit_tracks`` tracks or
 ``commit_seconds``, stretched so that saving stays under ~10 % of the run): inside one SQLite transaction the
@@ -40,17 +31,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import errno
-import fcntl
 import hashlib
 import itertools
-import json
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import signal
-import sqlite3
 import stat
 import threading
 import time
@@ -58,790 +44,37 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from musicsearch.audio.chunking import SAMPLE_RATE
-from musicsearch.audio.io import AUDIO_EXTENSIONS
-from musicsearch.data.manifest import read_manifest
-from musicsearch.data.scan import find_audio_files, path_metadata
 from musicsearch.errors import AudioError, MusicSearchError
-from musicsearch.fileio import write_json
 from musicsearch.index.embedder import (
     DEFAULT_MAX_WINDOWS,
     DecodedTrack,
     Embedder,
     WindowPlan,
     decode_track,
-    load_embedder,
     model_threads,
     open_index_embedder,
     single_threaded,
     track_vector,
     unit_rows,
 )
-from musicsearch.index.metadata import (
-    MetadataDB,
-    StoreInfo,
-    TrackInfo,
-    TrackRecord,
-    connect_readonly,
-    merge_metadata,
-)
-from musicsearch.index.store import MANIFEST, VectorBackend, create_backend, merge_shards, open_backend
+from musicsearch.index.metadata import TrackInfo, TrackRecord
+from musicsearch.index.shards import describe_shard, shard_of
+from musicsearch.index.sources import FailedFile, SourceItem, collect_source, content_key
+from musicsearch.index.store import FileRow, Store, StoreSettings, is_store, read_settings, store_model, writing
 
-__all__ = [
-    "STORE_FILE",
-    "FailedFile",
-    "FileLog",
-    "IndexReport",
-    "MergeReport",
-    "SourceItem",
-    "Store",
-    "StoreSettings",
-    "VectorFile",
-    "collect_source",
-    "content_key",
-    "default_workers",
-    "index_collection",
-    "is_store",
-    "merge_stores",
-    "shard_of",
-    "shard_store_path",
-    "storage_error",
-    "store_model",
-]
+__all__ = ["IndexReport", "default_workers", "index_collection"]
 
 log = logging.getLogger(__name__)
-
-STORE_FILE = "store.json"
-METADATA_FILE = "metadata.sqlite"
-FILES_FILE = "files.sqlite"
-TRACKS_DIR = "tracks"
-WINDOWS_DIR = "windows"
-LOCK_FILE = "index.lock"
-VECTORS_FILE = "vectors.f32"
-STORE_FORMAT = 1
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Settings and the store directory
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """What a store is built with (``store.json``); fixed when the store is created.
-
-    Attributes:
-        model_name: the model's config name.
-        weights_checksum: SHA-256 of the model's weights file.
-        model_source: how to load the model again (the ``--model`` value, resolved to an absolute path for files);
-            the default model of queries on this store.
-        plan: the window plan.
-        dim: vector dimension.
-        backend: vector backend name (``faiss``, ``numpy``, ``milvus``).
-        backend_options: options of both backends.
-        created: Unix time of creation.
-        shard: ``(rank, world_size)`` for the store of one shard of a sharded run (see :func:`merge_stores`),
-            ``None`` for an ordinary store.
-    """
-
-    model_name: str
-    weights_checksum: str
-    model_source: str
-    plan: WindowPlan
-    dim: int
-    backend: str = "faiss"
-    backend_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    created: float = 0.0
-    shard: tuple[int, int] | None = field(default=None, compare=False, hash=False)
-
-    def info(self) -> StoreInfo:
-        """The model identity every vector records."""
-        return StoreInfo(self.model_name, self.weights_checksum, self.plan.version())
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready fields (``store.json``)."""
-        return {
-            "format": STORE_FORMAT,
-            "model_name": self.model_name,
-            "weights_checksum": self.weights_checksum,
-            "model_source": self.model_source,
-            "preprocessing_version": self.plan.version(),
-            "plan": self.plan.to_json(),
-            "dim": self.dim,
-            "backend": self.backend,
-            "backend_options": self.backend_options,
-            "created": self.created,
-        } | ({} if self.shard is None else {"shard": list(self.shard)})
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> StoreSettings:
-        """Inverse of :meth:`to_json`."""
-        return cls(
-            model_name=str(obj["model_name"]),
-            weights_checksum=str(obj["weights_checksum"]),
-            model_source=str(obj["model_source"]),
-            plan=WindowPlan.from_json(obj["plan"]),
-            dim=int(obj["dim"]),
-            backend=str(obj["backend"]),
-            backend_options=dict(obj.get("backend_options") or {}),
-            created=float(obj.get("created", 0.0)),
-            shard=None if obj.get("shard") is None else (int(obj["shard"][0]), int(obj["shard"][1])),
-        )
-
-
-def is_store(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` (``~`` expanded) is a store directory (holds ``store.json``)."""
-    return (Path(path).expanduser() / STORE_FILE).is_file()
-
-
-def store_model(store: str | os.PathLike[str], model: str | os.PathLike[str] | Embedder | None = None) -> Any:
-    """The model to index ``store`` with: ``model`` when given, else the store's own model (an existing store),
-    else :data:`~musicsearch.models.loading.DEFAULT_MODEL` (a new store). The one place that decides it.
-
-    Args:
-        store: the store directory (``~`` expanded).
-        model: the ``--model`` value, an :class:`Embedder`, or ``None``.
-
-    Returns:
-        ``model`` itself, or the store's ``model_source``, or ``"default"``.
-
-    Raises:
-        MusicSearchError: the store exists but its settings are unreadable.
-    """
-    if model is not None:
-        return model
-    path = Path(store).expanduser()
-    if is_store(path):
-        return read_settings(path).model_source
-    from musicsearch.models.loading import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
-
-
-def read_settings(path: str | os.PathLike[str]) -> StoreSettings:
-    """Read ``store.json`` of a store.
-
-    Raises:
-        MusicSearchError: if ``path`` is not a store or its settings are unreadable.
-    """
-    file = Path(path).expanduser() / STORE_FILE
-    if not file.is_file():
-        raise MusicSearchError(
-            f"{path} is not a musicsearch store (no {STORE_FILE}); "
-            f"build one with `musicsearch index DIR --model MODEL --store {path}`"
-        )
-    try:
-        obj = json.loads(file.read_text(encoding="utf-8"))
-        if int(obj.get("format", 0)) > STORE_FORMAT:
-            raise MusicSearchError(f"{file} was written by a newer musicsearch; upgrade to read it")
-        return StoreSettings.from_json(obj)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, MusicSearchError):
-            raise
-        raise MusicSearchError(f"cannot read store settings {file} ({exc}); re-index into a new store") from exc
-
-
-@dataclass(frozen=True)
-class FileRow:
-    """One row of ``files.sqlite``: the last thing known about a file path."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    realpath: str
-    status: str  # "ok" or "failed"
-    reason: str = ""
-
-
-class FileLog:
-    """``files.sqlite``: size, mtime, SHA-256, resolved path and outcome per file path (a cache plus the list of
-    paths the server may play; never the source of truth about which tracks are indexed)."""
-
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        self.readonly = readonly
-        if readonly:  # a reader: never creates the file or its table, never takes the write lock
-            self._con: sqlite3.Connection | None = (
-                connect_readonly(self.path, what="file log") if self.path.is_file() else None
-            )
-            if self._con is not None:
-                try:
-                    self._con.execute("SELECT 1 FROM files LIMIT 1").fetchall()
-                except sqlite3.DatabaseError as exc:
-                    self._con.close()
-                    raise MusicSearchError(f"{self.path} is not a musicsearch file log ({exc}); re-index") from exc
-            return
-        self._con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        try:
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute(
-                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
-                "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, realpath TEXT NOT NULL, status TEXT NOT NULL, "
-                "reason TEXT NOT NULL DEFAULT '')"
-            )
-        except sqlite3.OperationalError:  # cannot write (full disk, no permission): the caller says what to do
-            self._con.close()
-            raise
-        except sqlite3.DatabaseError as exc:
-            self._con.close()
-            raise MusicSearchError(f"{self.path} is not a musicsearch file log ({exc}); delete it") from exc
-
-    def get(self, path: str) -> FileRow | None:
-        """The row of ``path``, or ``None``."""
-        if self._con is None:
-            return None
-        row = self._con.execute(
-            "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files WHERE path = ?", (path,)
-        ).fetchone()
-        return None if row is None else FileRow(*row)
-
-    def put(self, rows: Iterable[FileRow]) -> None:
-        """Insert or replace rows in one transaction."""
-        values = [(r.path, r.size, r.mtime_ns, r.sha256, r.realpath, r.status, r.reason) for r in rows]
-        if not values:
-            return
-        if self._con is None or self.readonly:
-            raise MusicSearchError(f"{self.path} is open for reading only; open the store writable to index")
-        self._con.execute("BEGIN IMMEDIATE")
-        try:
-            self._con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", values)
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        self._con.execute("COMMIT")
-
-    def rows(self) -> list[FileRow]:
-        """Every row, ordered by path."""
-        if self._con is None:
-            return []
-        cur = self._con.execute(
-            "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files ORDER BY path"
-        )
-        return [FileRow(*row) for row in cur]
-
-    def close(self) -> None:
-        """Close the connection."""
-        if self._con is not None:
-            self._con.close()
-
-
-class VectorFile:
-    """``vectors.f32``: a float32 copy of every stored vector (tracks and windows), row ``i`` = vector id ``i``,
-    read through a memory map.
-
-    The vector backends answer top-k queries but cannot return a vector by id; search needs a few by id for
-    every query (the windows of the results for their best segment, an indexed example, the candidates of a
-    negative term) and must not scan the whole index for them. Rows are written before the metadata commits
-    them (so every committed vector has its row), the file grows sparsely to the largest id, rows of removed
-    vectors are left behind (never referenced again), and a row that was never written reads as zeros, which
-    :meth:`read` reports as missing (callers then fall back to a search restricted to those ids).
-    Costs ``4·D`` bytes of disk per vector id allocated; pages are loaded only when read.
-
-    Args:
-        path: the file.
-        dim: vector dimension.
-    """
-
-    def __init__(self, path: Path, dim: int) -> None:
-        self.path = path
-        self.dim = int(dim)
-        self._map: np.ndarray | None = None
-        self._rows = 0
-
-    def _row_bytes(self) -> int:
-        return 4 * self.dim
-
-    def write(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Store ``(N, D)`` float32 rows under ``(N,)`` ids and fsync."""
-        if ids.size == 0:
-            return
-        # plain writes, not a memory map: on a full disk a write fails with ENOSPC, a mapped page would SIGBUS
-        order = np.argsort(ids, kind="stable")
-        ids, rows = np.asarray(ids, np.int64)[order], np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
-        breaks = np.flatnonzero(np.diff(ids) != 1) + 1  # runs of consecutive ids: one write each
-        with open(self.path, "r+b" if self.path.exists() else "w+b") as fh:
-            for a, b in zip(np.r_[0, breaks], np.r_[breaks, ids.size], strict=True):
-                fh.seek(int(ids[a]) * self._row_bytes())  # past the end: the gap stays sparse, reads as zeros
-                fh.write(rows[a:b].tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of ``(N,)`` ids: ``(vectors (N, D) float32, ok (N,) bool)``; ``ok`` is false for ids never written."""
-        ids = np.asarray(ids, np.int64)
-        out = np.zeros((ids.size, self.dim), np.float32)
-        try:
-            rows = self.path.stat().st_size // self._row_bytes()
-        except OSError:
-            return out, np.zeros(ids.size, bool)
-        if rows != self._rows or self._map is None:
-            self._map = np.memmap(self.path, dtype=np.float32, mode="r", shape=(rows, self.dim)) if rows else None
-            self._rows = rows
-        ok = (ids >= 0) & (ids < self._rows)
-        if self._map is not None and ok.any():
-            out[ok] = self._map[ids[ok]]
-        ok &= np.abs(np.einsum("nd,nd->n", out, out) - 1.0) < 1e-3  # unit rows only: zeros were never written
-        return out, ok
-
-
-class Store:
-    """An open store directory: settings, metadata database, the two vector backends and the file log.
-
-    Open with :meth:`open` (read, or write with the store's lock held) or :meth:`create`.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        settings: StoreSettings,
-        db: MetadataDB,
-        tracks: VectorBackend,
-        windows: VectorBackend | None,
-        files: FileLog,
-        lock: IO[Any] | None,
-    ) -> None:
-        self.path = path
-        self.settings = settings
-        self.db = db
-        self.tracks = tracks
-        self._windows = windows
-        self.files = files
-        self._lock = lock
-        self.vector_file = VectorFile(path / VECTORS_FILE, settings.dim)
-        self._loaded_token = self.version_token()
-        self.repaired = 0  # items repaired when opened for writing
-
-    @property
-    def windows(self) -> VectorBackend:
-        """The window-vector backend. Readers load it on first use only: search reads windows by id from
-        ``vectors.f32``, so a server need not hold the (largest) window index in memory."""
-        if self._windows is None:
-            self._windows = _open_or_create(self.path / WINDOWS_DIR, self.settings)
-        return self._windows
-
-    # -- opening ---------------------------------------------------------------------------------------------
-
-    @classmethod
-    def create(cls, path: str | os.PathLike[str], settings: StoreSettings) -> Store:
-        """Create a new, empty store at ``path`` (a new or empty directory) and open it for writing.
-
-        Raises:
-            MusicSearchError: if ``path`` already holds a store or other files.
-        """
-        dest = Path(path).expanduser()
-        if is_store(dest):
-            raise MusicSearchError(f"{dest} already holds a store; open it instead")
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            if not (dest.is_dir() and _is_unfinished_store(dest)):
-                raise MusicSearchError(f"{dest} exists and is not an empty folder; give a new folder for the store")
-        dest.mkdir(parents=True, exist_ok=True)
-        lock = _acquire_lock(dest)
-        try:
-            _clear_unfinished_store(dest)  # what a creation stopped by a full disk or a kill left behind
-            opts = level_options(settings.backend, settings.backend_options, TRACKS_DIR)
-            create_backend(settings.backend, settings.dim, **opts).close()  # options valid?
-            db = MetadataDB(dest / METADATA_FILE, shard=settings.shard)  # a shard's ids: rank + world·n
-            db.set_info(settings.info())
-            db.close()
-            write_json(dest / STORE_FILE, settings.to_json())  # last: a store exists once its settings do
-        except BaseException:
-            with contextlib.suppress(OSError):
-                _clear_unfinished_store(dest)  # nothing half made blocks the next run
-            lock.close()
-            raise
-        lock.close()
-        return cls.open(dest, writable=True)
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str], *, writable: bool = False) -> Store:
-        """Open an existing store.
-
-        Args:
-            path: the store directory.
-            writable: take the store's lock (one indexing run at a time) and repair the gap a killed run may
-                have left (see the module docstring).
-
-        Raises:
-            MusicSearchError: not a store, unreadable, or (writable) another run holds the lock.
-        """
-        dest = Path(path).expanduser()
-        settings = read_settings(dest)
-        lock = _acquire_lock(dest) if writable else None
-        try:
-            db = MetadataDB(dest / METADATA_FILE, readonly=not writable)  # readers never write
-            stored = db.info()
-            if stored is not None and stored != settings.info():
-                raise MusicSearchError(
-                    f"{dest}: the metadata database and {STORE_FILE} name different models; the store is damaged, "
-                    "re-index into a new store"
-                )
-            tracks = _open_or_create(dest / TRACKS_DIR, settings)
-            windows = _open_or_create(dest / WINDOWS_DIR, settings) if writable else None
-            files = FileLog(dest / FILES_FILE, readonly=not writable)
-        except BaseException:
-            if lock is not None:
-                lock.close()
-            raise
-        store = cls(dest, settings, db, tracks, windows, files, lock)
-        if writable:
-            store.repaired = store.repair()
-        return store
-
-    def close(self) -> None:
-        """Close the database connections and backends and release the lock."""
-        with contextlib.suppress(Exception):
-            self.tracks.close()
-            if self._windows is not None:
-                self._windows.close()
-        self.db.close()
-        self.files.close()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return len(self.db)
-
-    # -- model check -----------------------------------------------------------------------------------------
-
-    def check_model(self, embedder: Embedder) -> None:
-        """Refuse a model (or window plan) other than the one that built the store.
-
-        Raises:
-            MusicSearchError: naming both models and saying what to do.
-        """
-        stored = self.settings.info()
-        wanted = embedder.store_info(self.settings.plan)
-        if stored == wanted:
-            return
-        raise MusicSearchError(
-            f"store {self.path} was indexed with model {stored.model_name} (weights {stored.weights_checksum[:12]}, "
-            f"loaded from {self.settings.model_source}) but the model given is {wanted.model_name} (weights "
-            f"{wanted.weights_checksum[:12]}, from {embedder.source}); their vectors are not comparable. Query with "
-            f"--model {self.settings.model_source} (the default when --model is omitted), or re-index the "
-            "collection with this model into a new store"
-        )
-
-    def load_embedder(self, model: str | os.PathLike[str] | Embedder | None = None) -> Embedder:
-        """The store's own model (``model=None``), or ``model`` after checking it matches the store."""
-        embedder = load_embedder(self.settings.model_source if model is None else model)
-        self.check_model(embedder)
-        return embedder
-
-    # -- vectors ---------------------------------------------------------------------------------------------
-
-    def version_token(self) -> str:
-        """A string that changes whenever the saved vectors change (for caches of derived data)."""
-        parts = []
-        for sub in (TRACKS_DIR, WINDOWS_DIR):
-            try:
-                manifest = json.loads((self.path / sub / MANIFEST).read_text(encoding="utf-8"))
-                parts.append(json.dumps(manifest.get("files", manifest), sort_keys=True))
-            except (OSError, ValueError):
-                parts.append("empty")
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-    def reload_vectors(self) -> bool:
-        """Reopen the saved vector backends if another process (an indexing run) saved newer ones.
-
-        Returns:
-            Whether they were reloaded.
-        """
-        token = self.version_token()
-        if token == self._loaded_token:
-            return False
-        for attempt in range(3):  # a writer may replace the files between reading the manifest and opening them
-            try:
-                tracks = _open_or_create(self.path / TRACKS_DIR, self.settings)
-                break
-            except MusicSearchError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
-        with contextlib.suppress(Exception):
-            self.tracks.close()
-            if self._windows is not None:
-                self._windows.close()
-        self.tracks, self._windows = tracks, None  # the window index reloads on next use
-        self._loaded_token = token
-        return True
-
-    def save_vectors(self) -> None:
-        """Save both backends (each save atomic)."""
-        self.tracks.save(self.path / TRACKS_DIR)
-        self.windows.save(self.path / WINDOWS_DIR)
-        self._loaded_token = self.version_token()
-
-    def repair(self) -> int:
-        """Make the metadata and the saved vectors agree after a killed run; return how many items were fixed.
-
-        Drops vectors no committed track owns, and tracks some of whose vectors are missing (those files are
-        indexed again by the next run, since the store no longer lists them).
-        """
-        db_t, be_t = self.db.vector_ids(level="track"), self.tracks.ids()
-        db_w, be_w = self.db.vector_ids(level="window"), self.windows.ids()
-        orphan_t, orphan_w = np.setdiff1d(be_t, db_t), np.setdiff1d(be_w, db_w)
-        missing = np.union1d(np.setdiff1d(db_t, be_t), np.setdiff1d(db_w, be_w))
-        broken = sorted({ref.track.id for ref in self.db.lookup_vectors(missing) if ref is not None})
-        if not (orphan_t.size or orphan_w.size or broken):
-            return 0
-        log.warning(
-            "repairing %s after an interrupted run: %d orphan vectors, %d tracks with missing vectors",
-            self.path,
-            orphan_t.size + orphan_w.size,
-            len(broken),
-        )
-        with self.db.transaction():
-            for track in broken:
-                vids = self.db.remove_track(track)
-                self.tracks.remove(vids)
-                self.windows.remove(vids)
-            self.tracks.remove(orphan_t)
-            self.windows.remove(orphan_w)
-            self.save_vectors()
-        return int(orphan_t.size + orphan_w.size + len(broken))
-
-    # -- audio files -----------------------------------------------------------------------------------------
-
-    def playable_path(self, track: int) -> Path:
-        """The audio file of an indexed track, only if it is still the file that was indexed.
-
-        Security rule: a path is served only when the track is in the metadata database *and* its path resolves
-        (symlinks followed) to exactly the resolved path recorded when it was indexed (for a folder, inside that
-        folder), names a regular file with an audio suffix. No path ever comes from the caller.
-
-        Raises:
-            MusicSearchError: unknown track, or the file is gone, moved or re-pointed elsewhere.
-        """
-        rec = self.db.get_track(int(track))
-        if rec is None:
-            raise MusicSearchError(f"no track with id {track} in this store")
-        row = self.files.get(rec.path)
-        real = os.path.realpath(rec.path)
-        if row is None or row.status != "ok" or row.realpath != real:
-            raise MusicSearchError(f"track {track}: its file is not the one that was indexed; re-index the collection")
-        if not os.path.isfile(real) or Path(real).suffix.lower() not in AUDIO_EXTENSIONS:
-            raise MusicSearchError(f"track {track}: its audio file is missing; re-index the collection")
-        return Path(real)
-
-
-#: What a store directory holds before its ``store.json`` is written (and a failed creation may leave behind).
-_UNFINISHED_STORE_FILES = frozenset(
-    {LOCK_FILE, METADATA_FILE, f"{METADATA_FILE}-wal", f"{METADATA_FILE}-shm", f"{METADATA_FILE}-journal"}
-)
-
-
-def _is_unfinished_store(dest: Path) -> bool:
-    """Whether ``dest`` holds only what a store creation writes before its ``store.json`` (a creation cut short
-    by a full disk, a permission error or a kill): safe to clear, since it never held a committed track."""
-    names = {p.name for p in dest.iterdir()}
-    return bool(names) and names <= _UNFINISHED_STORE_FILES and not (dest / STORE_FILE).exists()
-
-
-def _clear_unfinished_store(dest: Path) -> None:
-    if (dest / STORE_FILE).exists():
-        return
-    for name in sorted(_UNFINISHED_STORE_FILES - {LOCK_FILE}):
-        (dest / name).unlink(missing_ok=True)
-
-
-def storage_error(store: Path, exc: BaseException) -> MusicSearchError:
-    """The one-line error for a store that cannot be written (full disk, no permission, read-only file system),
-    saying what to do; the next run continues from the last commit.
-
-    Args:
-        store: the store directory.
-        exc: the ``OSError`` or ``sqlite3.OperationalError`` raised while writing it.
-    """
-    code = getattr(exc, "errno", None)
-    text = str(exc).lower()
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "full" in text or "too large" in text:
-        return MusicSearchError(
-            f"no space left to write store {store} ({exc}); free some disk space and run the same command again: "
-            "it continues from the last commit"
-        )
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text or "read-only" in text:
-        return MusicSearchError(
-            f"cannot write store {store} ({exc}): no permission, or a read-only file system; make it writable or "
-            "give another --store, then run the same command again"
-        )
-    return MusicSearchError(
-        f"writing store {store} failed ({exc}); check the disk and its permissions, then run the same command "
-        "again: it continues from the last commit"
-    )
-
-
-@contextlib.contextmanager
-def _writing(store: Path) -> Iterator[None]:
-    """Turn a failed write of the store (full disk, no permission) into its one-line :func:`storage_error`."""
-    try:
-        yield
-    except (OSError, sqlite3.OperationalError) as exc:
-        raise storage_error(store, exc) from exc
-
-
-def _acquire_lock(dest: Path) -> IO[Any]:
-    fh = open(dest / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise MusicSearchError(
-            f"another indexing run is writing {dest}; wait for it to finish (a killed run releases the lock)"
-        ) from None
-    return fh
-
-
-def _open_or_create(path: Path, settings: StoreSettings) -> VectorBackend:
-    if (path / MANIFEST).is_file():
-        backend = open_backend(path)
-        if backend.dim != settings.dim:
-            raise MusicSearchError(f"{path} holds {backend.dim}-d vectors but the store's model has {settings.dim}")
-        return backend
-    return create_backend(
-        settings.backend, settings.dim, **level_options(settings.backend, settings.backend_options, path.name)
-    )
-
-
-def level_options(backend: str, options: dict[str, Any], level: str) -> dict[str, Any]:
-    """The options of one level's backend (``level`` = ``tracks`` or ``windows``): a Milvus store keeps the two
-    levels in two collections of one server, ``COLLECTION_tracks`` and ``COLLECTION_windows``."""
-    out = dict(options)
-    if backend == "milvus":
-        out["collection"] = f"{out.get('collection', 'musicsearch')}_{level}"
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The source: a folder or a manifest
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """One track to index.
-
-    Attributes:
-        track_id: unique id: the path relative to the folder (``/``-separated, with its suffix), or the
-            manifest's ``track_id``.
-        path: the audio file.
-        start, end: segment bounds in seconds (manifests only), or ``None``.
-        tags: labels.
-        title, artist, album, year, folder: metadata for display and filters.
-    """
-
-    track_id: str
-    path: str
-    start: float | None = None
-    end: float | None = None
-    tags: tuple[str, ...] = ()
-    title: str | None = None
-    artist: str | None = None
-    album: str | None = None
-    year: int | None = None
-    folder: str | None = None
-
-    def meta_digest(self) -> str:
-        """Short hash of everything but the audio bytes (so editing a tag re-indexes the track)."""
-        obj = [self.start, self.end, sorted(self.tags), self.title, self.artist, self.album, self.year, self.folder]
-        return hashlib.sha256(json.dumps(obj, ensure_ascii=False).encode()).hexdigest()[:12]
-
-
-def content_key(sha256: str, item: SourceItem) -> str:
-    """The ``content_hash`` stored for a track: ``sha256:<file hash>;meta:<digest of segment and metadata>``."""
-    return f"sha256:{sha256};meta:{item.meta_digest()}"
-
-
-def _year(value: Any) -> int | None:
-    try:
-        return None if value in (None, "") else int(str(value)[:4])
-    except ValueError:
-        return None
-
-
-def _text(value: Any) -> str | None:
-    return None if value in (None, "") else str(value)
-
-
-def collect_source(source: str | os.PathLike[str]) -> tuple[list[SourceItem], list[FailedFile]]:
-    """The tracks of a folder (found recursively, see :func:`musicsearch.data.scan.find_audio_files`) or of a
-    JSONL manifest.
-
-    For a folder: ``track_id`` is the relative path, metadata comes from the path convention
-    ``Artist/Album/NN Title.ext`` (:func:`musicsearch.data.scan.path_metadata`), ``folder`` is the relative parent
-    folder; a symlink whose target lies outside the folder is rejected (it would let the server reach outside
-    the collection). For a manifest: its fields, ``metadata`` giving title/artist/album/year/folder.
-
-    Returns:
-        ``(items, rejected)``.
-
-    Raises:
-        ManifestError: ``source`` is neither a folder nor a readable manifest.
-    """
-    src = Path(source).expanduser()
-    items: list[SourceItem] = []
-    rejected: list[FailedFile] = []
-    if src.is_dir():
-        root = Path(os.path.abspath(src))
-        real_root = os.path.realpath(root)
-        for path in find_audio_files(root):
-            rel = path.relative_to(root).as_posix()
-            real = os.path.realpath(path)
-            if os.path.commonpath([real_root, real]) != real_root:
-                rejected.append(FailedFile(rel, str(path), f"symlink points outside the collection (to {real})"))
-                continue
-            meta = path_metadata(rel)
-            items.append(
-                SourceItem(
-                    track_id=rel,
-                    path=str(path),
-                    title=_text(meta.get("title")),
-                    artist=_text(meta.get("artist")),
-                    album=_text(meta.get("album")),
-                    folder=str(meta.get("folder", "")),
-                )
-            )
-        return items, rejected
-    for t in read_manifest(src):
-        m = t.metadata
-        items.append(
-            SourceItem(
-                track_id=t.track_id,
-                path=t.audio_path,
-                start=t.start,
-                end=t.end,
-                tags=tuple(t.tags),
-                title=_text(m.get("title")),
-                artist=_text(m.get("artist")),
-                album=_text(m.get("album")),
-                year=_year(m.get("year")),
-                folder=_text(m.get("folder")) if m.get("folder") is not None else os.path.dirname(t.audio_path),
-            )
-        )
-    return items, rejected
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Report
-
-
-@dataclass(frozen=True)
-class FailedFile:
-    """A file that was not indexed, and why."""
-
-    track_id: str
-    path: str
-    reason: str
 
 
 @dataclass
@@ -1381,8 +614,9 @@ def index_collection(
         commit_seconds: ... or this many seconds (stretched to keep commits under ~10 % of the time).
         progress: show a tqdm progress bar (tracks/s and time left) on stderr.
         shard: ``(rank, world_size)`` to index only this shard's part of the source (the tracks whose
-            :func:`shard_of` is ``rank``) into ``store``, the shard's own store (see :func:`shard_store_path`),
-            with ids disjoint from the other shards'; merge the shard stores with :func:`merge_stores`.
+            :func:`~musicsearch.index.shards.shard_of` is ``rank``) into ``store``, the shard's own store (see
+            :func:`~musicsearch.index.shards.shard_store_path`), with ids disjoint from the other shards'; merge
+            the shard stores with :func:`~musicsearch.index.shards.merge_stores`.
         pipeline: decodes *and embeds* the jobs elsewhere instead of the local pool and model (the Ray run of
             :mod:`musicsearch.index.cluster`); planning, committing and reporting stay here.
         decode_timeout: seconds to hash and decode one file at most (``None``: no limit); a file that takes
@@ -1417,8 +651,8 @@ def index_collection(
         settings = read_settings(path)
         if settings.shard != shard:
             raise MusicSearchError(
-                f"store {path} holds {_shard_text(settings.shard)}, not {_shard_text(shard)}; give the same --shard "
-                "as when it was created, or another store"
+                f"store {path} holds {describe_shard(settings.shard)}, not {describe_shard(shard)}; give the same "
+                "--shard as when it was created, or another store"
             )
         if backend is not None and backend != settings.backend:
             raise MusicSearchError(
@@ -1431,7 +665,7 @@ def index_collection(
                 "omit --max-windows or use a new store"
             )
         embedder = open_index_embedder(store_model(path, model), batch_size=batch_size)
-        with _writing(path):
+        with writing(path):
             st = Store.open(path, writable=True)
     else:
         embedder = open_index_embedder(store_model(path, model), batch_size=batch_size)
@@ -1447,13 +681,13 @@ def index_collection(
             created=time.time(),
             shard=shard,
         )
-        with _writing(path):
+        with writing(path):
             st = Store.create(path, settings)
     batch_size = embedder.batch_size if batch_size is None else batch_size
     report = IndexReport(store=str(path), scanned=len(items) + len(rejected), workers=workers, batch_size=batch_size)
     report.failed.extend(rejected)
     try:
-        with _writing(path), embedder.using_threads(model_threads(workers)):
+        with writing(path), embedder.using_threads(model_threads(workers)):
             st.check_model(embedder)
             report.repaired = st.repaired + st.repair()
             _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,
@@ -1605,186 +839,3 @@ def _index_into(
         report.model_seconds += batcher.model_seconds
     if not interrupted:
         writer.commit()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sharded indexing: several processes or machines each index a shard into its own store, then merge
-
-
-def shard_of(track_id: str, world_size: int) -> int:
-    """The shard (``0 .. world_size-1``) a track belongs to: its SHA-256 modulo ``world_size``.
-
-    Stable across processes, machines and runs (unlike Python's ``hash``), and independent of the order or number
-    of files in the source, so every worker picks its part of the same source without talking to the others.
-    """
-    if world_size < 1:
-        raise MusicSearchError(f"world size must be >= 1, got {world_size}")
-    digest = hashlib.sha256(track_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % world_size
-
-
-def shard_store_path(store: str | os.PathLike[str], shard: tuple[int, int]) -> Path:
-    """The store directory of one shard: ``STORE.shard-RANK-of-WORLD``."""
-    return Path(f"{os.fspath(store)}.shard-{shard[0]}-of-{shard[1]}")
-
-
-def _shard_text(shard: tuple[int, int] | None) -> str:
-    return "a whole collection (no shard)" if shard is None else f"shard {shard[0]} of {shard[1]}"
-
-
-@dataclass
-class MergeReport:
-    """What :func:`merge_stores` did.
-
-    Attributes:
-        store: the merged store.
-        shards: the shard stores merged, in order.
-        tracks: tracks in the merged store.
-        vectors: vectors (tracks + windows) in the merged store.
-        files: rows of the merged file log.
-    """
-
-    store: str
-    shards: list[str]
-    tracks: int = 0
-    vectors: int = 0
-    files: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return {"store": self.store, "shards": self.shards, "tracks": self.tracks, "vectors": self.vectors,
-                "files": self.files}  # fmt: skip
-
-
-def merge_stores(
-    shard_stores: Sequence[str | os.PathLike[str]],
-    dest: str | os.PathLike[str],
-    *,
-    backend: str | None = None,
-    backend_options: dict[str, Any] | None = None,
-) -> MergeReport:
-    """Merge the stores of a sharded run (:func:`index_collection` with ``shard=``) into one new store.
-
-    The merged store holds every shard's tracks, windows, tags, vectors (both indexes and ``vectors.f32``) and file
-    log rows under their original ids (disjoint by construction), so it searches exactly like a store indexed in one
-    process. It is an ordinary store: later runs of :func:`index_collection` without ``shard`` update it.
-    Each shard's lock is held while it is read (a shard still being indexed is refused).
-
-    Args:
-        shard_stores: the shard stores, one per rank ``0 .. world_size-1`` of the same run.
-        dest: the merged store (a new or empty directory).
-        backend, backend_options: the merged store's vector backend, by default the shards'; e.g. ``"milvus"``
-            with ``{"uri": "http://host:19530", "collection": "music"}`` merges faiss shard stores into two new
-            collections of a Milvus server or cluster (``music_tracks``, ``music_windows``).
-
-    Returns:
-        The :class:`MergeReport`.
-
-    Raises:
-        MusicSearchError: no shards; ``dest`` not new; a path that is not a shard store; shards built with
-            different models, window plans, dimensions or backends; ranks missing, repeated or from different world
-            sizes; a shard being indexed; a Milvus server store (its shards share one collection, nothing to merge);
-            or two shards holding the same track or id.
-    """
-    if not shard_stores:
-        raise MusicSearchError("no shard stores to merge; pass STORE.shard-0-of-N ... STORE.shard-(N-1)-of-N")
-    paths = [Path(p).expanduser() for p in shard_stores]
-    out = Path(dest).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MusicSearchError(f"{out} exists and is not an empty folder; merge into a new store")
-    settings = [read_settings(p) for p in paths]
-    first = settings[0]
-    for p, st in zip(paths, settings, strict=True):
-        if st.shard is None:
-            raise MusicSearchError(f"{p} is not a shard store (it was not indexed with --shard); nothing to merge")
-        if st.info() != first.info():
-            raise MusicSearchError(
-                f"{p} was indexed with model {st.model_name} (weights {st.weights_checksum[:12]}, preprocessing "
-                f"{st.info().preprocessing_version}) but {paths[0]} with {first.model_name} (weights "
-                f"{first.weights_checksum[:12]}, preprocessing {first.info().preprocessing_version}); their vectors "
-                "are not comparable: re-index every shard with the same model and settings"
-            )
-        if (st.dim, st.backend, st.backend_options) != (first.dim, first.backend, first.backend_options):
-            raise MusicSearchError(
-                f"{p} uses the {st.backend!r} backend {st.backend_options} with {st.dim}-d vectors but {paths[0]} "
-                f"the {first.backend!r} backend {first.backend_options} with {first.dim}-d; index every shard "
-                "with the same --backend"
-            )
-    target, target_options = first.backend, dict(first.backend_options)
-    if backend is not None:
-        target, target_options = backend, dict(backend_options or {})
-    if target == "milvus" and first.backend == "milvus" and target_options == first.backend_options:
-        raise MusicSearchError(
-            "the shards are Milvus stores and the merged store would use their own collections; give the merged "
-            "store another collection (backend_options) or index the shards with faiss and merge into Milvus"
-        )
-    ranks = sorted(st.shard for st in settings if st.shard is not None)
-    world = ranks[0][1]
-    if ranks != [(r, world) for r in range(world)]:
-        raise MusicSearchError(
-            f"the shards given are {', '.join(f'{r}/{w}' for r, w in ranks)}; pass exactly one store for each rank "
-            f"0 .. {world - 1} of the same run (a missing shard would silently drop its tracks)"
-        )
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    lock = _acquire_lock(out)
-    shards: list[Store] = []
-    report = MergeReport(store=str(out), shards=[str(p) for p in paths])
-    try:
-        shards = [Store.open(p, writable=True) for p in paths]  # the lock: no run may write a shard meanwhile
-        merged = StoreSettings(
-            model_name=first.model_name,
-            weights_checksum=first.weights_checksum,
-            model_source=first.model_source,
-            plan=first.plan,
-            dim=first.dim,
-            backend=target,
-            backend_options=target_options,
-            created=time.time(),
-        )
-        merge_metadata([p / METADATA_FILE for p in paths], out / METADATA_FILE).close()
-        for sub in (TRACKS_DIR, WINDOWS_DIR):
-            dirs = [p / sub for p in paths if (p / sub / MANIFEST).is_file()]
-            if dirs:
-                opts = level_options(merged.backend, merged.backend_options, sub)
-                vectors = merge_shards(dirs, out / sub, backend=merged.backend, **opts)
-            else:
-                opts = level_options(merged.backend, merged.backend_options, sub)
-                vectors = create_backend(merged.backend, merged.dim, **opts)
-                vectors.save(out / sub)
-            report.vectors += len(vectors)
-            vectors.close()
-        vector_file = VectorFile(out / VECTORS_FILE, merged.dim)
-        files = FileLog(out / FILES_FILE)
-        try:
-            for p, shard in zip(paths, shards, strict=True):
-                ids = shard.db.vector_ids()
-                vecs, ok = shard.vector_file.read(ids)
-                if not ok.all():
-                    raise MusicSearchError(
-                        f"{p}: {int((~ok).sum())} vectors are missing from {VECTORS_FILE}; rerun its indexing "
-                        "command (it repairs the shard) and merge again"
-                    )
-                vector_file.write(ids, vecs)
-                rows = shard.files.rows()
-                files.put(rows)
-                report.files += len(rows)
-                report.tracks += len(shard)
-        finally:
-            files.close()
-        write_json(out / STORE_FILE, merged.to_json())  # last: a store exists once its settings do
-    except BaseException:
-        lock.close()
-        for shard in shards:
-            shard.close()
-        if created:  # a failed merge leaves nothing behind
-            shutil.rmtree(out, ignore_errors=True)
-        else:
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        raise
-    lock.close()
-    for shard in shards:
-        shard.close()
-    log.info("merged %d shard stores (%d tracks, %d vectors) into %s", len(paths), report.tracks, report.vectors, out)
-    return report

@@ -1,576 +1,665 @@
-"""The vector store: one small interface, interchangeable backends chosen by name.
+"""The store directory: what ``musicsearch index`` writes and search opens.
 
-A backend holds L2-normalised float32 vectors of one dimension ``dim`` under non-negative int64 ids and answers
-top-k inner-product queries, which on unit vectors is cosine similarity. Every backend is tested against the exact
-NumPy oracle (``"numpy"``); the embedded default is ``"faiss"`` (exact below a size threshold, IVF above it) and
-``"milvus"`` reaches a Milvus server or cluster by URI (Milvus Lite for a local file).
+A store is a directory::
 
-Contract shared by every backend (enforced here, in :class:`VectorBackend`, so backends cannot drift apart):
+    store.json        settings fixed at creation: model (name, weights checksum, where to load it), window plan,
+                      vector backend and its options
+    metadata.sqlite   tracks, windows, tags (:class:`~musicsearch.index.metadata.MetadataDB`)
+    tracks/           one vector per track  (a saved :class:`~musicsearch.index.backends.base.VectorBackend`)
+    windows/          one vector per window (another saved backend; ids disjoint from the track vectors')
+    files.sqlite      per file: size, mtime, SHA-256, resolved path, last outcome (ok / failed and why)
+    vectors.f32       a float32 copy of every vector, row = vector id (search reads a few by id per query)
+    index.lock        held by the one indexing run allowed at a time
 
-* ``add`` L2-normalises the vectors it is given (the caller need not) and *upserts*: adding an id that is already
-  stored replaces its vector. Ids must be ``>= 0`` and unique within one call; vectors must be finite and non-zero.
-* ``search`` normalises the queries too and returns ``(scores, ids)`` of shape ``(Q, k)``: ``float32`` cosine
-  scores, best first (ties: lower id first in the exact backends), and ``int64`` ids; rows with fewer than ``k``
-  hits are padded with id :data:`PAD_ID` (-1) and score :data:`PAD_SCORE` (-inf). ``allowed_ids`` restricts the
-  hits to those ids (ids not stored are ignored; an empty array gives only padding).
-* ``save(path)`` writes the store into the directory ``path`` atomically: a reader (or a crash) sees either the
-  previous complete save or the new one, never a mix. ``open_backend(path)`` reopens any backend's save.
-
-Example:
-    >>> backend = create_backend("faiss", dim=128)
-    >>> backend.add([0, 1, 2], vectors)            # (3, 128) float32
-    >>> scores, ids = backend.search(queries, 10)  # (Q, 10) float32, (Q, 10) int64
-    >>> backend.save("store/vectors")
-    >>> backend = open_backend("store/vectors")
+:class:`Store` opens one (read, or write with ``index.lock`` held) and keeps its parts together;
+:class:`StoreSettings` is ``store.json``, :class:`FileLog` is ``files.sqlite`` and :class:`VectorFile` is
+``vectors.f32``. :func:`store_model` is the one place that decides which model indexes a store. How a collection
+gets into a store is :mod:`musicsearch.index.indexer`; merging the stores of a sharded run is
+:mod:`musicsearch.index.shards`.
 """
 
 from __future__ import annotations
 
-import abc
-import importlib
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import os
-import secrets
-from collections.abc import Iterable, Iterator, Sequence
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any
 
 import numpy as np
 
-from musicsearch.errors import ConfigError, MusicSearchError
+from musicsearch.audio.io import AUDIO_EXTENSIONS
+from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import write_json
-from musicsearch.registry import Registry
+from musicsearch.index.backends.base import MANIFEST, VectorBackend, create_backend, open_backend
+from musicsearch.index.embedder import Embedder, WindowPlan, load_embedder
+from musicsearch.index.metadata import MetadataDB, StoreInfo, connect_readonly
+
+__all__ = [
+    "METADATA_FILE",
+    "STORE_FILE",
+    "FileLog",
+    "FileRow",
+    "Store",
+    "StoreSettings",
+    "VectorFile",
+    "acquire_lock",
+    "is_store",
+    "level_options",
+    "read_settings",
+    "storage_error",
+    "store_model",
+    "writing",
+]
 
 log = logging.getLogger(__name__)
 
-PAD_ID = -1
-"""Id that pads a result row holding fewer than ``k`` hits."""
-PAD_SCORE = float("-inf")
-"""Score that pads a result row holding fewer than ``k`` hits."""
-MANIFEST = "backend.json"
-"""File in a saved store directory that names the backend and its current data files (the commit record)."""
-FORMAT_VERSION = 1
-
-BACKENDS: Registry[type[VectorBackend]] = Registry("vector backend")
-"""Backend classes by name: ``numpy`` (exact oracle), ``faiss`` (embedded default), ``milvus`` (distributed)."""
-
-# Built-in backends live in their own modules, imported on first use so that `import musicsearch` needs neither
-# faiss nor pymilvus. Values: (module, the package to install when the import fails).
-_BUILTIN: dict[str, tuple[str, str]] = {
-    "numpy": ("musicsearch.index.backends.numpy_exact", "numpy"),
-    "faiss": ("musicsearch.index.backends.faiss_backend", "faiss-cpu (pip install 'musicsearch[index]')"),
-    "milvus": (
-        "musicsearch.index.backends.milvus_backend",
-        "pymilvus and milvus-lite (pip install pymilvus milvus-lite)",
-    ),
-}
+STORE_FILE = "store.json"
+METADATA_FILE = "metadata.sqlite"
+FILES_FILE = "files.sqlite"
+TRACKS_DIR = "tracks"
+WINDOWS_DIR = "windows"
+LOCK_FILE = "index.lock"
+VECTORS_FILE = "vectors.f32"
+STORE_FORMAT = 1
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Pure helpers
+@dataclass(frozen=True)
+class StoreSettings:
+    """What a store is built with (``store.json``); fixed when the store is created.
 
-
-def l2_normalize(vectors: np.ndarray, *, what: str = "vectors") -> np.ndarray:
-    """Return ``vectors`` scaled to unit L2 norm, as a new C-contiguous float32 array.
-
-    Args:
-        vectors: ``(N, D)`` array of any real dtype.
-        what: how to name the input in an error message.
-
-    Returns:
-        ``(N, D)`` float32 array whose rows have norm 1.
-
-    Raises:
-        MusicSearchError: if a row is not finite or has zero norm (it has no direction to compare).
-    """
-    out = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    if out.ndim != 2:
-        raise MusicSearchError(f"{what} must be a 2-D (N, D) array, got shape {out.shape}")
-    if out.shape[0] == 0:
-        return out
-    if not np.isfinite(out).all():
-        bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-        raise MusicSearchError(f"{what} row {bad} holds NaN or infinity; re-embed that item")
-    # Norms in float64: float32 squares of tiny or huge components can underflow or overflow.
-    norms = np.linalg.norm(out.astype(np.float64), axis=1)
-    if (norms == 0).any():
-        bad = int(np.flatnonzero(norms == 0)[0])
-        raise MusicSearchError(f"{what} row {bad} is all zeros and cannot be normalised; drop or re-embed it")
-    out /= norms[:, None].astype(np.float32)
-    return out
-
-
-def as_ids(ids: Sequence[int] | np.ndarray, *, what: str = "ids") -> np.ndarray:
-    """Validate ids and return them as a 1-D int64 array.
-
-    Raises:
-        MusicSearchError: if ids are not integers, not 1-D, or negative (-1 is the padding id).
-    """
-    arr = np.asarray(ids)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1:
-        raise MusicSearchError(f"{what} must be a 1-D sequence of integers, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise MusicSearchError(f"{what} must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    if (arr < 0).any():
-        raise MusicSearchError(f"{what} must be >= 0 (got {int(arr.min())}); -1 is reserved for padding")
-    return arr
-
-
-def sort_hits(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Order candidate hits by the tie rule and pad/cut them to ``k`` columns.
-
-    Tie rule: higher score first, then lower id; padding (id -1, score -inf) last.
-
-    Args:
-        scores: ``(Q, M)`` float32 candidate scores (``-inf`` for empty slots).
-        ids: ``(Q, M)`` int64 candidate ids (``-1`` for empty slots).
-        k: columns wanted.
-
-    Returns:
-        ``(scores (Q, k) float32, ids (Q, k) int64)``.
-    """
-    q, m = ids.shape
-    scores = scores.astype(np.float32, copy=False)
-    ids = ids.astype(np.int64, copy=False)
-    pad = ids < 0
-    # lexsort sorts by its last key first: padding last, then score descending, then id ascending.
-    key_score = np.where(pad, np.float32(np.inf), -scores)
-    take = min(k, m)
-    order = np.lexsort((ids, key_score, pad), axis=-1)[:, :take]  # (Q, take)
-    out_s = np.full((q, k), PAD_SCORE, dtype=np.float32)
-    out_i = np.full((q, k), PAD_ID, dtype=np.int64)
-    sel_pad = np.take_along_axis(pad, order, axis=1)
-    out_s[:, :take] = np.where(sel_pad, np.float32(PAD_SCORE), np.take_along_axis(scores, order, axis=1))
-    out_i[:, :take] = np.where(sel_pad, PAD_ID, np.take_along_axis(ids, order, axis=1))
-    return out_s, out_i
-
-
-def gaussian_mixture_vectors(
-    n: int,
-    dim: int,
-    *,
-    rng: np.random.Generator,
-    n_clusters: int = 1024,
-    spread: tuple[float, float] = (0.5, 1.5),
-    centers: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic clustered unit vectors (more like real embeddings than uniform noise), for tests and benchmarks.
-
-    Each vector is a random cluster centre (a unit vector) plus isotropic Gaussian noise whose total norm is about
-    the cluster's spread (drawn per cluster from ``spread``), then L2-normalised.
-
-    Args:
-        n: number of vectors.
-        dim: dimension.
-        rng: the one source of randomness.
-        n_clusters: number of mixture components (ignored when ``centers`` is given).
-        spread: range of per-cluster noise norms relative to the unit centre.
-        centers: ``(C, dim + 1)`` output of an earlier call (centre rows plus the spread column), to draw queries
-            from the same mixture.
-
-    Returns:
-        ``(vectors (n, dim) float32 unit rows, centers (C, dim + 1) float32)``.
-    """
-    if centers is None:
-        c = rng.standard_normal((n_clusters, dim)).astype(np.float32)
-        c /= np.linalg.norm(c, axis=1, keepdims=True)
-        s = rng.uniform(spread[0], spread[1], size=(n_clusters, 1)).astype(np.float32)
-        centers = np.concatenate([c, s], axis=1)
-    label = rng.integers(0, centers.shape[0], size=n)
-    mu, sigma = centers[label, :dim], centers[label, dim:]
-    x = mu + rng.standard_normal((n, dim)).astype(np.float32) * (sigma / np.float32(np.sqrt(dim)))
-    return l2_normalize(x), centers
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The interface
-
-
-class VectorBackend(abc.ABC):
-    """Interface of every vector-store backend (see the module docstring for the shared contract).
-
-    Subclasses implement the underscored hooks, which receive validated, normalised inputs; the public methods
-    here do the validation, normalisation, padding and ordering, so every backend behaves the same.
-
-    Args:
-        dim: vector dimension ``D`` (> 0).
+    Attributes:
+        model_name: the model's config name.
+        weights_checksum: SHA-256 of the model's weights file.
+        model_source: how to load the model again (the ``--model`` value, resolved to an absolute path for files);
+            the default model of queries on this store.
+        plan: the window plan.
+        dim: vector dimension.
+        backend: vector backend name (``faiss``, ``numpy``, ``milvus``).
+        backend_options: options of both backends.
+        created: Unix time of creation.
+        shard: ``(rank, world_size)`` for the store of one shard of a sharded run (see
+            :func:`~musicsearch.index.shards.merge_stores`), ``None`` for an ordinary store.
     """
 
-    name: ClassVar[str] = "?"
-    exact: ClassVar[bool] = True
-    """Whether results always equal the exact oracle's (False once a backend may use an approximate index)."""
+    model_name: str
+    weights_checksum: str
+    model_source: str
+    plan: WindowPlan
+    dim: int
+    backend: str = "faiss"
+    backend_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    created: float = 0.0
+    shard: tuple[int, int] | None = field(default=None, compare=False, hash=False)
 
-    def __init__(self, dim: int) -> None:
-        if not isinstance(dim, int | np.integer) or int(dim) <= 0:
-            raise MusicSearchError(f"vector dimension must be a positive integer, got {dim!r}")
-        self._dim = int(dim)
+    def info(self) -> StoreInfo:
+        """The model identity every vector records."""
+        return StoreInfo(self.model_name, self.weights_checksum, self.plan.version())
 
-    # -- public API ----------------------------------------------------------------------------------------
-
-    @property
-    def dim(self) -> int:
-        """Vector dimension ``D``."""
-        return self._dim
-
-    def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
-        """Insert or replace vectors.
-
-        Args:
-            ids: ``(N,)`` distinct non-negative integer ids.
-            vectors: ``(N, D)`` real array; stored L2-normalised as float32.
-
-        Raises:
-            MusicSearchError: on a shape or dimension mismatch, negative or repeated ids, or a zero/non-finite row.
-        """
-        arr_ids = as_ids(ids)
-        vecs = self._check_vectors(vectors, what="vectors")
-        if vecs.shape[0] != arr_ids.shape[0]:
-            raise MusicSearchError(f"got {arr_ids.shape[0]} ids for {vecs.shape[0]} vectors; give one id per vector")
-        if arr_ids.size == 0:
-            return
-        if np.unique(arr_ids).size != arr_ids.size:
-            raise MusicSearchError("ids given to add() must be distinct within one call")
-        self._add(arr_ids, l2_normalize(vecs))
-
-    def remove(self, ids: Sequence[int] | np.ndarray) -> int:
-        """Remove vectors by id; ids not stored are ignored.
-
-        Returns:
-            How many vectors were removed.
-        """
-        arr_ids = as_ids(ids)
-        if arr_ids.size == 0:
-            return 0
-        return int(self._remove(np.unique(arr_ids)))
-
-    def search(
-        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | Sequence[int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` stored vectors by cosine similarity to each query.
-
-        Args:
-            queries: ``(Q, D)`` or ``(D,)`` real array (normalised here).
-            k: hits wanted per query (>= 1).
-            allowed_ids: if given, only these ids may be returned.
-
-        Returns:
-            ``(scores (Q, k) float32, ids (Q, k) int64)``, best first, padded with ``-inf`` / ``-1``.
-
-        Raises:
-            MusicSearchError: on a dimension mismatch, ``k < 1``, or a zero/non-finite query.
-        """
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise MusicSearchError(f"k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = np.asarray(queries)
-        if q.ndim == 1:
-            q = q[None, :]
-        q = l2_normalize(self._check_vectors(q, what="queries"), what="queries")
-        allowed = None if allowed_ids is None else _sorted_unique(as_ids(allowed_ids, what="allowed_ids"))
-        n_q = q.shape[0]
-        if n_q == 0 or (allowed is not None and allowed.size == 0) or self._known_empty():
-            return np.full((n_q, k), PAD_SCORE, np.float32), np.full((n_q, k), PAD_ID, np.int64)
-        scores, ids = self._search(q, k, allowed)
-        if ids.shape[1] != k:
-            scores, ids = sort_hits(scores, ids, k)
-        return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
-
-    def export(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every stored vector, in batches: for merging shards and moving a store to another backend.
-
-        Yields:
-            ``(ids (B,) int64, vectors (B, D) float32)`` batches (unit rows), in no particular order.
-        """
-        yield from self._export(max(1, int(batch_size)))
-
-    def ids(self) -> np.ndarray:
-        """All stored ids, sorted, as a ``(N,)`` int64 array."""
-        return np.sort(self._all_ids())
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the store into directory ``path`` (created if needed) atomically; reopen with :func:`open_backend`.
-
-        Data files get a fresh name on every save and ``backend.json``, replaced atomically last, names them:
-        a crash mid-save leaves the previous save intact. Older data files are deleted after the commit.
-        """
-        dest = Path(path)
-        dest.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_hex(6)
-        manifest: dict[str, Any] = {"backend": self.name, "format": FORMAT_VERSION, "dim": self.dim}
-        manifest.update(self._save(dest, token))
-        write_json(dest / MANIFEST, manifest)
-        keep = {MANIFEST, *_referenced_files(manifest)}
-        for old in dest.iterdir():
-            if old.is_file() and old.name not in keep and old.name.startswith(("data-", ".data-")):
-                old.unlink(missing_ok=True)
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields (``store.json``)."""
+        return {
+            "format": STORE_FORMAT,
+            "model_name": self.model_name,
+            "weights_checksum": self.weights_checksum,
+            "model_source": self.model_source,
+            "preprocessing_version": self.plan.version(),
+            "plan": self.plan.to_json(),
+            "dim": self.dim,
+            "backend": self.backend,
+            "backend_options": self.backend_options,
+            "created": self.created,
+        } | ({} if self.shard is None else {"shard": list(self.shard)})
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> VectorBackend:
-        """Reopen a store saved by :meth:`save` (use :func:`open_backend` when the backend is not known)."""
-        manifest = read_manifest(path)
-        if manifest["backend"] != cls.name:
-            raise MusicSearchError(f"{path} holds a {manifest['backend']!r} store, not {cls.name!r}")
-        return cls._open(Path(path), manifest)
+    def from_json(cls, obj: dict[str, Any]) -> StoreSettings:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            model_name=str(obj["model_name"]),
+            weights_checksum=str(obj["weights_checksum"]),
+            model_source=str(obj["model_source"]),
+            plan=WindowPlan.from_json(obj["plan"]),
+            dim=int(obj["dim"]),
+            backend=str(obj["backend"]),
+            backend_options=dict(obj.get("backend_options") or {}),
+            created=float(obj.get("created", 0.0)),
+            shard=None if obj.get("shard") is None else (int(obj["shard"][0]), int(obj["shard"][1])),
+        )
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
-        """Release connections or files (a no-op for in-memory backends)."""
 
-    def __enter__(self) -> VectorBackend:
+def is_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (``~`` expanded) is a store directory (holds ``store.json``)."""
+    return (Path(path).expanduser() / STORE_FILE).is_file()
+
+
+def store_model(store: str | os.PathLike[str], model: str | os.PathLike[str] | Embedder | None = None) -> Any:
+    """The model to index ``store`` with: ``model`` when given, else the store's own model (an existing store),
+    else :data:`~musicsearch.models.loading.DEFAULT_MODEL` (a new store). The one place that decides it.
+
+    Args:
+        store: the store directory (``~`` expanded).
+        model: the ``--model`` value, an :class:`Embedder`, or ``None``.
+
+    Returns:
+        ``model`` itself, or the store's ``model_source``, or ``"default"``.
+
+    Raises:
+        MusicSearchError: the store exists but its settings are unreadable.
+    """
+    if model is not None:
+        return model
+    path = Path(store).expanduser()
+    if is_store(path):
+        return read_settings(path).model_source
+    from musicsearch.models.loading import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def read_settings(path: str | os.PathLike[str]) -> StoreSettings:
+    """Read ``store.json`` of a store.
+
+    Raises:
+        MusicSearchError: if ``path`` is not a store or its settings are unreadable.
+    """
+    file = Path(path).expanduser() / STORE_FILE
+    if not file.is_file():
+        raise MusicSearchError(
+            f"{path} is not a musicsearch store (no {STORE_FILE}); "
+            f"build one with `musicsearch index DIR --model MODEL --store {path}`"
+        )
+    try:
+        obj = json.loads(file.read_text(encoding="utf-8"))
+        if int(obj.get("format", 0)) > STORE_FORMAT:
+            raise MusicSearchError(f"{file} was written by a newer musicsearch; upgrade to read it")
+        return StoreSettings.from_json(obj)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, MusicSearchError):
+            raise
+        raise MusicSearchError(f"cannot read store settings {file} ({exc}); re-index into a new store") from exc
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One row of ``files.sqlite``: the last thing known about a file path."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    realpath: str
+    status: str  # "ok" or "failed"
+    reason: str = ""
+
+
+class FileLog:
+    """``files.sqlite``: size, mtime, SHA-256, resolved path and outcome per file path (a cache plus the list of
+    paths the server may play; never the source of truth about which tracks are indexed)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly:  # a reader: never creates the file or its table, never takes the write lock
+            self._con: sqlite3.Connection | None = (
+                connect_readonly(self.path, what="file log") if self.path.is_file() else None
+            )
+            if self._con is not None:
+                try:
+                    self._con.execute("SELECT 1 FROM files LIMIT 1").fetchall()
+                except sqlite3.DatabaseError as exc:
+                    self._con.close()
+                    raise MusicSearchError(f"{self.path} is not a musicsearch file log ({exc}); re-index") from exc
+            return
+        self._con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute(
+                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, realpath TEXT NOT NULL, status TEXT NOT NULL, "
+                "reason TEXT NOT NULL DEFAULT '')"
+            )
+        except sqlite3.OperationalError:  # cannot write (full disk, no permission): the caller says what to do
+            self._con.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._con.close()
+            raise MusicSearchError(f"{self.path} is not a musicsearch file log ({exc}); delete it") from exc
+
+    def get(self, path: str) -> FileRow | None:
+        """The row of ``path``, or ``None``."""
+        if self._con is None:
+            return None
+        row = self._con.execute(
+            "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        return None if row is None else FileRow(*row)
+
+    def put(self, rows: Iterable[FileRow]) -> None:
+        """Insert or replace rows in one transaction."""
+        values = [(r.path, r.size, r.mtime_ns, r.sha256, r.realpath, r.status, r.reason) for r in rows]
+        if not values:
+            return
+        if self._con is None or self.readonly:
+            raise MusicSearchError(f"{self.path} is open for reading only; open the store writable to index")
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            self._con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    def rows(self) -> list[FileRow]:
+        """Every row, ordered by path."""
+        if self._con is None:
+            return []
+        cur = self._con.execute(
+            "SELECT path, size, mtime_ns, sha256, realpath, status, reason FROM files ORDER BY path"
+        )
+        return [FileRow(*row) for row in cur]
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._con is not None:
+            self._con.close()
+
+
+class VectorFile:
+    """``vectors.f32``: a float32 copy of every stored vector (tracks and windows), row ``i`` = vector id ``i``,
+    read through a memory map.
+
+    The vector backends answer top-k queries but cannot return a vector by id; search needs a few by id for
+    every query (the windows of the results for their best segment, an indexed example, the candidates of a
+    negative term) and must not scan the whole index for them. Rows are written before the metadata commits
+    them (so every committed vector has its row), the file grows sparsely to the largest id, rows of removed
+    vectors are left behind (never referenced again), and a row that was never written reads as zeros, which
+    :meth:`read` reports as missing (callers then fall back to a search restricted to those ids).
+    Costs ``4·D`` bytes of disk per vector id allocated; pages are loaded only when read.
+
+    Args:
+        path: the file.
+        dim: vector dimension.
+    """
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = int(dim)
+        self._map: np.ndarray | None = None
+        self._rows = 0
+
+    def _row_bytes(self) -> int:
+        return 4 * self.dim
+
+    def write(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Store ``(N, D)`` float32 rows under ``(N,)`` ids and fsync."""
+        if ids.size == 0:
+            return
+        # plain writes, not a memory map: on a full disk a write fails with ENOSPC, a mapped page would SIGBUS
+        order = np.argsort(ids, kind="stable")
+        ids, rows = np.asarray(ids, np.int64)[order], np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1  # runs of consecutive ids: one write each
+        with open(self.path, "r+b" if self.path.exists() else "w+b") as fh:
+            for a, b in zip(np.r_[0, breaks], np.r_[breaks, ids.size], strict=True):
+                fh.seek(int(ids[a]) * self._row_bytes())  # past the end: the gap stays sparse, reads as zeros
+                fh.write(rows[a:b].tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``(N,)`` ids: ``(vectors (N, D) float32, ok (N,) bool)``; ``ok`` is false for ids never written."""
+        ids = np.asarray(ids, np.int64)
+        out = np.zeros((ids.size, self.dim), np.float32)
+        try:
+            rows = self.path.stat().st_size // self._row_bytes()
+        except OSError:
+            return out, np.zeros(ids.size, bool)
+        if rows != self._rows or self._map is None:
+            self._map = np.memmap(self.path, dtype=np.float32, mode="r", shape=(rows, self.dim)) if rows else None
+            self._rows = rows
+        ok = (ids >= 0) & (ids < self._rows)
+        if self._map is not None and ok.any():
+            out[ok] = self._map[ids[ok]]
+        ok &= np.abs(np.einsum("nd,nd->n", out, out) - 1.0) < 1e-3  # unit rows only: zeros were never written
+        return out, ok
+
+
+class Store:
+    """An open store directory: settings, metadata database, the two vector backends and the file log.
+
+    Open with :meth:`open` (read, or write with the store's lock held) or :meth:`create`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        settings: StoreSettings,
+        db: MetadataDB,
+        tracks: VectorBackend,
+        windows: VectorBackend | None,
+        files: FileLog,
+        lock: IO[Any] | None,
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.db = db
+        self.tracks = tracks
+        self._windows = windows
+        self.files = files
+        self._lock = lock
+        self.vector_file = VectorFile(path / VECTORS_FILE, settings.dim)
+        self._loaded_token = self.version_token()
+        self.repaired = 0  # items repaired when opened for writing
+
+    @property
+    def windows(self) -> VectorBackend:
+        """The window-vector backend. Readers load it on first use only: search reads windows by id from
+        ``vectors.f32``, so a server need not hold the (largest) window index in memory."""
+        if self._windows is None:
+            self._windows = _open_or_create(self.path / WINDOWS_DIR, self.settings)
+        return self._windows
+
+    # -- opening ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], settings: StoreSettings) -> Store:
+        """Create a new, empty store at ``path`` (a new or empty directory) and open it for writing.
+
+        Raises:
+            MusicSearchError: if ``path`` already holds a store or other files.
+        """
+        dest = Path(path).expanduser()
+        if is_store(dest):
+            raise MusicSearchError(f"{dest} already holds a store; open it instead")
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            if not (dest.is_dir() and _is_unfinished_store(dest)):
+                raise MusicSearchError(f"{dest} exists and is not an empty folder; give a new folder for the store")
+        dest.mkdir(parents=True, exist_ok=True)
+        lock = acquire_lock(dest)
+        try:
+            _clear_unfinished_store(dest)  # what a creation stopped by a full disk or a kill left behind
+            opts = level_options(settings.backend, settings.backend_options, TRACKS_DIR)
+            create_backend(settings.backend, settings.dim, **opts).close()  # options valid?
+            db = MetadataDB(dest / METADATA_FILE, shard=settings.shard)  # a shard's ids: rank + world·n
+            db.set_info(settings.info())
+            db.close()
+            write_json(dest / STORE_FILE, settings.to_json())  # last: a store exists once its settings do
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _clear_unfinished_store(dest)  # nothing half made blocks the next run
+            lock.close()
+            raise
+        lock.close()
+        return cls.open(dest, writable=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, writable: bool = False) -> Store:
+        """Open an existing store.
+
+        Args:
+            path: the store directory.
+            writable: take the store's lock (one indexing run at a time) and repair the gap a killed run may
+                have left (see the module docstring).
+
+        Raises:
+            MusicSearchError: not a store, unreadable, or (writable) another run holds the lock.
+        """
+        dest = Path(path).expanduser()
+        settings = read_settings(dest)
+        lock = acquire_lock(dest) if writable else None
+        try:
+            db = MetadataDB(dest / METADATA_FILE, readonly=not writable)  # readers never write
+            stored = db.info()
+            if stored is not None and stored != settings.info():
+                raise MusicSearchError(
+                    f"{dest}: the metadata database and {STORE_FILE} name different models; the store is damaged, "
+                    "re-index into a new store"
+                )
+            tracks = _open_or_create(dest / TRACKS_DIR, settings)
+            windows = _open_or_create(dest / WINDOWS_DIR, settings) if writable else None
+            files = FileLog(dest / FILES_FILE, readonly=not writable)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        store = cls(dest, settings, db, tracks, windows, files, lock)
+        if writable:
+            store.repaired = store.repair()
+        return store
+
+    def close(self) -> None:
+        """Close the database connections and backends and release the lock."""
+        with contextlib.suppress(Exception):
+            self.tracks.close()
+            if self._windows is not None:
+                self._windows.close()
+        self.db.close()
+        self.files.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @abc.abstractmethod
     def __len__(self) -> int:
-        """Number of stored vectors."""
+        return len(self.db)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(dim={self.dim}, n={len(self)})"
+    # -- model check -----------------------------------------------------------------------------------------
 
-    # -- hooks for subclasses ------------------------------------------------------------------------------
+    def check_model(self, embedder: Embedder) -> None:
+        """Refuse a model (or window plan) other than the one that built the store.
 
-    @abc.abstractmethod
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Upsert ``(N,)`` distinct int64 ids with ``(N, D)`` float32 unit rows (N >= 1)."""
-
-    @abc.abstractmethod
-    def _remove(self, ids: np.ndarray) -> int:
-        """Remove the ``(N,)`` distinct ids that are stored; return how many were."""
-
-    @abc.abstractmethod
-    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Search a non-empty store with ``(Q, D)`` unit queries; ``allowed`` is sorted, unique and non-empty.
-
-        Returns ``(scores (Q, M), ids (Q, M))``; when ``M != k`` or the order may break the tie rule, the caller's
-        :func:`sort_hits` orders and pads them — return exactly ``k`` columns only when already ordered.
+        Raises:
+            MusicSearchError: naming both models and saying what to do.
         """
-
-    def _known_empty(self) -> bool:
-        """True when the store is known to hold nothing (searches then skip the backend); override when counting
-        costs a round trip and an empty search is harmless."""
-        return len(self) == 0
-
-    def _all_ids(self) -> np.ndarray:
-        """Every stored id, any order; override when ids can be listed without reading the vectors."""
-        parts = [ids for ids, _ in self.export()]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-    @abc.abstractmethod
-    def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(ids, vectors)`` batches covering every stored vector."""
-
-    @abc.abstractmethod
-    def _save(self, dest: Path, token: str) -> dict[str, Any]:
-        """Write data files into ``dest`` named ``data-<token>...`` (atomically each); return manifest fields.
-
-        Put the written file names under the key ``"files"`` (a list) so that stale ones can be deleted.
-        """
-
-    @classmethod
-    @abc.abstractmethod
-    def _open(cls, path: Path, manifest: dict[str, Any]) -> VectorBackend:
-        """Rebuild a backend from a directory and its parsed manifest."""
-
-    # -- shared validation ---------------------------------------------------------------------------------
-
-    def _check_vectors(self, vectors: np.ndarray, *, what: str) -> np.ndarray:
-        arr = np.asarray(vectors)
-        if arr.ndim != 2:
-            raise MusicSearchError(f"{what} must be a 2-D (N, {self.dim}) array, got shape {arr.shape}")
-        if arr.shape[1] != self.dim:
-            raise MusicSearchError(
-                f"{what} have dimension {arr.shape[1]} but this store holds {self.dim}-d vectors; "
-                "use the model the store was built with, or create a new store"
-            )
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise MusicSearchError(f"{what} must be a real-valued array, got dtype {arr.dtype}")
-        return arr
-
-
-def _sorted_unique(ids: np.ndarray) -> np.ndarray:
-    """``ids`` sorted without repeats; cheap when they already are (as ``MetadataDB.resolve_filter`` returns them)."""
-    if ids.size < 2 or bool((ids[1:] > ids[:-1]).all()):
-        return ids
-    return np.unique(ids)
-
-
-def _referenced_files(manifest: dict[str, Any]) -> list[str]:
-    files = manifest.get("files", [])
-    return [str(f) for f in files] if isinstance(files, list) else []
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Registry access
-
-
-def backend_class(name: str) -> type[VectorBackend]:
-    """The backend class registered as ``name``, importing the built-in module on first use.
-
-    Raises:
-        ConfigError: for an unknown name, or when the backend's package is not installed (saying what to install).
-    """
-    if name not in BACKENDS and name in _BUILTIN:
-        module, package = _BUILTIN[name]
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigError(f"vector backend {name!r} needs {package}: {exc}") from exc
-    return BACKENDS.get(name)
-
-
-def backend_names() -> list[str]:
-    """Names of every known backend (built-in ones whether or not their package is installed)."""
-    return sorted(set(BACKENDS.names()) | set(_BUILTIN))
-
-
-def create_backend(name: str, dim: int, **options: Any) -> VectorBackend:
-    """Create an empty backend by name.
-
-    Args:
-        name: ``"numpy"``, ``"faiss"``, ``"milvus"`` or another registered name.
-        dim: vector dimension.
-        **options: backend-specific keyword options (see each backend's class docstring).
-
-    Raises:
-        ConfigError: unknown backend or option, or missing package.
-    """
-    cls = backend_class(name)
-    try:
-        return cls(dim, **options)
-    except TypeError as exc:
-        raise ConfigError(f"bad option for vector backend {name!r}: {exc}") from exc
-
-
-def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse ``path/backend.json`` of a saved store.
-
-    Raises:
-        MusicSearchError: if ``path`` is not a saved store or the manifest is unreadable.
-    """
-    file = Path(path) / MANIFEST
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        stored = self.settings.info()
+        wanted = embedder.store_info(self.settings.plan)
+        if stored == wanted:
+            return
         raise MusicSearchError(
-            f"{path} is not a saved vector store (no {MANIFEST}); index a collection first"
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MusicSearchError(f"cannot read {file}: {exc}; re-index or restore the store") from exc
-    if not isinstance(manifest, dict) or "backend" not in manifest or "dim" not in manifest:
-        raise MusicSearchError(f"{file} is not a vector-store manifest; re-index or restore the store")
-    if int(manifest.get("format", 0)) > FORMAT_VERSION:
-        raise MusicSearchError(f"{file} was written by a newer musicsearch (format {manifest['format']}); upgrade")
-    return manifest
+            f"store {self.path} was indexed with model {stored.model_name} (weights {stored.weights_checksum[:12]}, "
+            f"loaded from {self.settings.model_source}) but the model given is {wanted.model_name} (weights "
+            f"{wanted.weights_checksum[:12]}, from {embedder.source}); their vectors are not comparable. Query with "
+            f"--model {self.settings.model_source} (the default when --model is omitted), or re-index the "
+            "collection with this model into a new store"
+        )
+
+    def load_embedder(self, model: str | os.PathLike[str] | Embedder | None = None) -> Embedder:
+        """The store's own model (``model=None``), or ``model`` after checking it matches the store."""
+        embedder = load_embedder(self.settings.model_source if model is None else model)
+        self.check_model(embedder)
+        return embedder
+
+    # -- vectors ---------------------------------------------------------------------------------------------
+
+    def version_token(self) -> str:
+        """A string that changes whenever the saved vectors change (for caches of derived data)."""
+        parts = []
+        for sub in (TRACKS_DIR, WINDOWS_DIR):
+            try:
+                manifest = json.loads((self.path / sub / MANIFEST).read_text(encoding="utf-8"))
+                parts.append(json.dumps(manifest.get("files", manifest), sort_keys=True))
+            except (OSError, ValueError):
+                parts.append("empty")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def reload_vectors(self) -> bool:
+        """Reopen the saved vector backends if another process (an indexing run) saved newer ones.
+
+        Returns:
+            Whether they were reloaded.
+        """
+        token = self.version_token()
+        if token == self._loaded_token:
+            return False
+        for attempt in range(3):  # a writer may replace the files between reading the manifest and opening them
+            try:
+                tracks = _open_or_create(self.path / TRACKS_DIR, self.settings)
+                break
+            except MusicSearchError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        with contextlib.suppress(Exception):
+            self.tracks.close()
+            if self._windows is not None:
+                self._windows.close()
+        self.tracks, self._windows = tracks, None  # the window index reloads on next use
+        self._loaded_token = token
+        return True
+
+    def save_vectors(self) -> None:
+        """Save both backends (each save atomic)."""
+        self.tracks.save(self.path / TRACKS_DIR)
+        self.windows.save(self.path / WINDOWS_DIR)
+        self._loaded_token = self.version_token()
+
+    def repair(self) -> int:
+        """Make the metadata and the saved vectors agree after a killed run; return how many items were fixed.
+
+        Drops vectors no committed track owns, and tracks some of whose vectors are missing (those files are
+        indexed again by the next run, since the store no longer lists them).
+        """
+        db_t, be_t = self.db.vector_ids(level="track"), self.tracks.ids()
+        db_w, be_w = self.db.vector_ids(level="window"), self.windows.ids()
+        orphan_t, orphan_w = np.setdiff1d(be_t, db_t), np.setdiff1d(be_w, db_w)
+        missing = np.union1d(np.setdiff1d(db_t, be_t), np.setdiff1d(db_w, be_w))
+        broken = sorted({ref.track.id for ref in self.db.lookup_vectors(missing) if ref is not None})
+        if not (orphan_t.size or orphan_w.size or broken):
+            return 0
+        log.warning(
+            "repairing %s after an interrupted run: %d orphan vectors, %d tracks with missing vectors",
+            self.path,
+            orphan_t.size + orphan_w.size,
+            len(broken),
+        )
+        with self.db.transaction():
+            for track in broken:
+                vids = self.db.remove_track(track)
+                self.tracks.remove(vids)
+                self.windows.remove(vids)
+            self.tracks.remove(orphan_t)
+            self.windows.remove(orphan_w)
+            self.save_vectors()
+        return int(orphan_t.size + orphan_w.size + len(broken))
+
+    # -- audio files -----------------------------------------------------------------------------------------
+
+    def playable_path(self, track: int) -> Path:
+        """The audio file of an indexed track, only if it is still the file that was indexed.
+
+        Security rule: a path is served only when the track is in the metadata database *and* its path resolves
+        (symlinks followed) to exactly the resolved path recorded when it was indexed (for a folder, inside that
+        folder), names a regular file with an audio suffix. No path ever comes from the caller.
+
+        Raises:
+            MusicSearchError: unknown track, or the file is gone, moved or re-pointed elsewhere.
+        """
+        rec = self.db.get_track(int(track))
+        if rec is None:
+            raise MusicSearchError(f"no track with id {track} in this store")
+        row = self.files.get(rec.path)
+        real = os.path.realpath(rec.path)
+        if row is None or row.status != "ok" or row.realpath != real:
+            raise MusicSearchError(f"track {track}: its file is not the one that was indexed; re-index the collection")
+        if not os.path.isfile(real) or Path(real).suffix.lower() not in AUDIO_EXTENSIONS:
+            raise MusicSearchError(f"track {track}: its audio file is missing; re-index the collection")
+        return Path(real)
 
 
-def open_backend(path: str | os.PathLike[str]) -> VectorBackend:
-    """Reopen any saved store, dispatching on the backend named in its manifest."""
-    manifest = read_manifest(path)
-    return backend_class(str(manifest["backend"])).open(path)
+#: What a store directory holds before its ``store.json`` is written (and a failed creation may leave behind).
+_UNFINISHED_STORE_FILES = frozenset(
+    {LOCK_FILE, METADATA_FILE, f"{METADATA_FILE}-wal", f"{METADATA_FILE}-shm", f"{METADATA_FILE}-journal"}
+)
 
 
-def export_vectors(backend: VectorBackend) -> tuple[np.ndarray, np.ndarray]:
-    """Every vector of a backend sorted by id: ``(ids (N,) int64, vectors (N, D) float32)``."""
-    parts = list(backend.export())
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
-    ids = np.concatenate([p[0] for p in parts])
-    vecs = np.concatenate([p[1] for p in parts])
-    order = np.argsort(ids)
-    return ids[order], vecs[order]
+def _is_unfinished_store(dest: Path) -> bool:
+    """Whether ``dest`` holds only what a store creation writes before its ``store.json`` (a creation cut short
+    by a full disk, a permission error or a kill): safe to clear, since it never held a committed track."""
+    names = {p.name for p in dest.iterdir()}
+    return bool(names) and names <= _UNFINISHED_STORE_FILES and not (dest / STORE_FILE).exists()
 
 
-def scan_vectors(
-    backend: VectorBackend, *, max_sample: int, seed: int = 0
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """One streaming pass over a backend: the count, the mean vector and a seeded sample, without holding every
-    vector in memory (a million 128-d vectors are 512 MB).
-
-    Returns:
-        ``(n, mean (D,) float32, sample ids (S,) sorted, sample vectors (S, D))`` with ``S <= max_sample`` (each
-        vector kept with probability ``max_sample / n``, then cut to ``max_sample``).
-    """
-    n = len(backend)
-    total = np.zeros(backend.dim, np.float64)
-    if n == 0:
-        return 0, total.astype(np.float32), np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
-    rng = np.random.default_rng(seed)
-    p = min(1.0, max_sample / n)
-    ids_parts, vec_parts = [], []
-    for ids, vecs in backend.export():
-        total += vecs.sum(axis=0, dtype=np.float64)
-        keep = rng.random(ids.size) < p if p < 1 else np.ones(ids.size, bool)
-        ids_parts.append(ids[keep])
-        vec_parts.append(vecs[keep])
-    ids = np.concatenate(ids_parts)
-    vecs = np.concatenate(vec_parts)
-    order = np.argsort(ids)[:max_sample]
-    return n, (total / n).astype(np.float32), ids[order], vecs[order]
+def _clear_unfinished_store(dest: Path) -> None:
+    if (dest / STORE_FILE).exists():
+        return
+    for name in sorted(_UNFINISHED_STORE_FILES - {LOCK_FILE}):
+        (dest / name).unlink(missing_ok=True)
 
 
-def copy_vectors(sources: Iterable[VectorBackend], dest: VectorBackend, *, batch_size: int = 65536) -> int:
-    """Add every vector of ``sources`` to ``dest`` (merging shards, or moving between backends).
-
-    Shards must hold disjoint ids: an id already present in ``dest`` or in an earlier source is an error, since
-    silently replacing one shard's vector with another's would lose data.
-
-    Returns:
-        Number of vectors copied.
-
-    Raises:
-        MusicSearchError: on a dimension mismatch or an id present in two shards.
-    """
-    seen = dest.ids()
-    total = 0
-    for src in sources:
-        if src.dim != dest.dim:
-            raise MusicSearchError(f"cannot merge a {src.dim}-d store into a {dest.dim}-d store")
-        src_ids = src.ids()
-        clash = np.intersect1d(seen, src_ids)
-        if clash.size:
-            raise MusicSearchError(
-                f"{clash.size} ids (first {int(clash[0])}) are in two shards; shards must use disjoint ids "
-                "(give each worker its own shard rank in the metadata database)"
-            )
-        for ids, vecs in src.export(batch_size):
-            dest.add(ids, vecs)
-            total += ids.size
-        seen = np.union1d(seen, src_ids)
-    return total
-
-
-def merge_shards(
-    shard_paths: Sequence[str | os.PathLike[str]],
-    dest_path: str | os.PathLike[str],
-    *,
-    backend: str = "faiss",
-    **options: Any,
-) -> VectorBackend:
-    """Merge saved shard stores (one per worker process or machine) into one new store and save it.
+def storage_error(store: Path, exc: BaseException) -> MusicSearchError:
+    """The one-line error for a store that cannot be written (full disk, no permission, read-only file system),
+    saying what to do; the next run continues from the last commit.
 
     Args:
-        shard_paths: directories written by each worker's ``save``; their ids must be disjoint.
-        dest_path: directory of the merged store.
-        backend: backend of the merged store.
-        **options: options for the merged backend (e.g. ``exact_threshold``).
-
-    Returns:
-        The merged backend (already saved to ``dest_path``).
+        store: the store directory.
+        exc: the ``OSError`` or ``sqlite3.OperationalError`` raised while writing it.
     """
-    if not shard_paths:
-        raise MusicSearchError("no shards to merge; pass the directories each worker saved")
-    shards = [open_backend(p) for p in shard_paths]
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "full" in text or "too large" in text:
+        return MusicSearchError(
+            f"no space left to write store {store} ({exc}); free some disk space and run the same command again: "
+            "it continues from the last commit"
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text or "read-only" in text:
+        return MusicSearchError(
+            f"cannot write store {store} ({exc}): no permission, or a read-only file system; make it writable or "
+            "give another --store, then run the same command again"
+        )
+    return MusicSearchError(
+        f"writing store {store} failed ({exc}); check the disk and its permissions, then run the same command "
+        "again: it continues from the last commit"
+    )
+
+
+@contextlib.contextmanager
+def writing(store: Path) -> Iterator[None]:
+    """Turn a failed write of the store (full disk, no permission) into its one-line :func:`storage_error`."""
     try:
-        merged = create_backend(backend, shards[0].dim, **options)
-        n = copy_vectors(shards, merged)
-    finally:
-        for shard in shards:
-            shard.close()
-    merged.save(dest_path)
-    log.info("merged %d shards (%d vectors) into %s", len(shard_paths), n, dest_path)
-    return merged
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise storage_error(store, exc) from exc
+
+
+def acquire_lock(dest: Path) -> IO[Any]:
+    fh = open(dest / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise MusicSearchError(
+            f"another indexing run is writing {dest}; wait for it to finish (a killed run releases the lock)"
+        ) from None
+    return fh
+
+
+def _open_or_create(path: Path, settings: StoreSettings) -> VectorBackend:
+    if (path / MANIFEST).is_file():
+        backend = open_backend(path)
+        if backend.dim != settings.dim:
+            raise MusicSearchError(f"{path} holds {backend.dim}-d vectors but the store's model has {settings.dim}")
+        return backend
+    return create_backend(
+        settings.backend, settings.dim, **level_options(settings.backend, settings.backend_options, path.name)
+    )
+
+
+def level_options(backend: str, options: dict[str, Any], level: str) -> dict[str, Any]:
+    """The options of one level's backend (``level`` = ``tracks`` or ``windows``): a Milvus store keeps the two
+    levels in two collections of one server, ``COLLECTION_tracks`` and ``COLLECTION_windows``."""
+    out = dict(options)
+    if backend == "milvus":
+        out["collection"] = f"{out.get('collection', 'musicsearch')}_{level}"
+    return out

@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 
 from musicsearch.errors import MusicSearchError
+from musicsearch.index.backends.base import VectorBackend, export_vectors
 from musicsearch.index.backends.numpy_exact import exact_top_k
 from musicsearch.index.embedder import Embedder, unit_rows
-from musicsearch.index.indexer import METADATA_FILE, Store
 from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, connect_readonly, fold
-from musicsearch.index.store import VectorBackend, export_vectors
+from musicsearch.index.store import METADATA_FILE, Store
 from musicsearch.search.calibration import Calibration, load_or_calibrate
 from musicsearch.search.collection_map import load_or_build_map, map_view
 from musicsearch.search.query import SURROGATES, ParsedQuery, parse_filters, parse_query, short_repr
@@ -439,7 +439,7 @@ class Searcher:
 
     def playable_path(self, track: int) -> Path:
         """The audio file of a track, under the store's security rule
-        (:meth:`musicsearch.index.indexer.Store.playable_path`)."""
+        (:meth:`musicsearch.index.store.Store.playable_path`)."""
         with self._lock:
             return self.store.playable_path(int(track))
 

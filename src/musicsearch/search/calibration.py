@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from musicsearch.fileio import write_json
+from musicsearch.index.backends.base import scan_vectors
 from musicsearch.index.embedder import Embedder, unit_rows
-from musicsearch.index.indexer import METADATA_FILE, Store
-from musicsearch.index.store import scan_vectors
+from musicsearch.index.store import METADATA_FILE, Store
 from musicsearch.search.textenc import OnnxEmbedder
 
 __all__ = [

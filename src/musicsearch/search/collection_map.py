@@ -10,8 +10,8 @@ import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import write_json
-from musicsearch.index.indexer import Store
-from musicsearch.index.store import scan_vectors
+from musicsearch.index.backends.base import scan_vectors
+from musicsearch.index.store import Store
 
 __all__ = ["MAP_FILE", "MAP_MAX_POINTS", "load_or_build_map", "map_coordinates", "map_view"]
 
@@ -71,7 +71,7 @@ def load_or_build_map(store: Store, token: str, method: str | None, *, write_cac
 
     Args:
         store: the store.
-        token: its version token (:meth:`~musicsearch.index.indexer.Store.version_token`).
+        token: its version token (:meth:`~musicsearch.index.store.Store.version_token`).
         method: ``"pca"`` or ``"umap"``; ``None`` takes the saved map whatever its method, else PCA.
         write_cache: save a built map into the store (best effort: a read-only store only logs).
 

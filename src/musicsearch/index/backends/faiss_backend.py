@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.store import BACKENDS, VectorBackend, sort_hits
+from musicsearch.index.backends.base import BACKENDS, VectorBackend, sort_hits
 
 log = logging.getLogger(__name__)
 

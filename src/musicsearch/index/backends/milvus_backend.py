@@ -32,7 +32,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from musicsearch.errors import ConfigError, MusicSearchError
-from musicsearch.index.store import BACKENDS, VectorBackend, sort_hits
+from musicsearch.index.backends.base import BACKENDS, VectorBackend, sort_hits
 
 log = logging.getLogger(__name__)
 

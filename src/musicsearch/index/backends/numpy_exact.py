@@ -15,7 +15,7 @@ import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import atomic_write
-from musicsearch.index.store import BACKENDS, VectorBackend, sort_hits
+from musicsearch.index.backends.base import BACKENDS, VectorBackend, sort_hits
 
 
 def exact_top_k(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
