@@ -106,6 +106,7 @@ def test_health_search_track_similar_map(client: TestClient) -> None:
         ("/api/tracks/abc", 422, "track_id"),
         ("/api/tracks/1/similar?k=-3", 422, "k"),
         ("/api/map?limit=0", 422, "limit"),
+        ("/api/map?colour=nope", 400, "cannot be coloured by 'nope'; use one of: clusters"),
         ("/api/nope", 404, "Not Found"),
     ],
 )

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,9 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 SR = 16000
+#: The tracks' tags (the store holds each pair twice): piano, drums and strings are instruments to the map.
+TAGS = [("piano", "calm"), ("drums", "loud"), ("piano", "loud"), ("strings", "calm"), ("drums", "fast")]
+PITCH = {"piano": 220.0, "drums": 1800.0, "strings": 660.0}
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +53,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     music = root / "music"
     music.mkdir()
     tracks = []
-    tags = [("piano", "calm"), ("drums", "loud"), ("piano", "loud"), ("strings", "calm"), ("drums", "fast")]
-    for i, tag in enumerate(tags * 2):
+    for i, tag in enumerate(TAGS * 2):
         t = np.arange(6 * SR) / SR  # 6 s: several windows, so segments start past 0
-        wave = 0.3 * np.sin(2 * np.pi * (180 + 90 * i) * t) * np.where(t > 2 + 0.3 * i, 1.0, 0.2)
+        pitch = PITCH[tag[0]] * (1 + 0.02 * i)  # the tags describe the sound, as in a real collection
+        wave = 0.3 * np.sin(2 * np.pi * pitch * t) * np.where(t > 2 + 0.3 * i, 1.0, 0.2)
         sf.write(music / f"track {i}.wav", wave.astype(np.float32), SR)
         tracks.append(Track(f"t{i}", str(music / f"track {i}.wav"), tags=tag, metadata={"artist": f"Band {i % 3}"}))
     write_manifest(root / "m.jsonl", tracks)
@@ -97,6 +101,26 @@ def test_search_play_more_like_this_and_map(server: str, tmp_path: Path) -> None
             )
             assert painted > 50
 
+            # coloured by clusters named by the store's own tags (not a track's alphabetically first tag)
+            store_tags = {t for pair in TAGS for t in pair}
+            groups = page.evaluate("window.musicsearch.mapGroups")
+            assert len(groups) >= 2 and sum(g["count"] for g in groups) == 10
+            assert all(
+                g["tags"] and set(g["tags"]) <= store_tags and g["name"] == " · ".join(g["tags"]) for g in groups
+            )
+            assert legend_names(page) == [g["name"] for g in groups]
+            assert dots_follow_groups(page) >= 2
+
+            # the control switches the colouring to a tag family the store's tags have
+            options = page.evaluate("[...document.getElementById('map-colour').options].map(o => o.value)")
+            assert options == ["clusters", "instrument"]
+            page.select_option("#map-colour", "instrument")
+            page.wait_for_function("document.getElementById('map').dataset.colour === 'instrument'")
+            # "strings" is an instrument family, not an instrument, to the shipped vocabulary
+            assert legend_names(page) == ["drums", "piano", "no instrument tag"]
+            assert [g["count"] for g in page.evaluate("window.musicsearch.mapGroups")] == [4, 4, 2]
+            assert dots_follow_groups(page) == 3
+
             # search: results with tags, relevance and the best segment
             page.fill("#q", "calm piano, no drums")
             page.press("#q", "Enter")
@@ -137,3 +161,31 @@ def test_search_play_more_like_this_and_map(server: str, tmp_path: Path) -> None
             assert errors == []
         finally:
             browser.close()
+
+
+def legend_names(page: Any) -> list[str]:
+    """The names the map's legend shows, in order."""
+    names: list[str] = page.evaluate("[...document.querySelectorAll('#map-legend li .name')].map(e => e.textContent)")
+    return names
+
+
+def dots_follow_groups(page: Any) -> int:
+    """Check that every dot no other dot overlaps shows its group's legend colour at its centre (dots are opaque
+    on a small map); returns how many groups those dots show."""
+    dots = page.evaluate(
+        """() => {
+          const c = document.getElementById('map'), ctx = c.getContext('2d');
+          const s = window.musicsearch, w = c.clientWidth, ratio = c.width / w, pad = 14, r = 5;
+          const xy = s.mapPoints.map(p => [pad + p.x * (w - 2 * pad), pad + (1 - p.y) * (w - 2 * pad)]);
+          return s.mapPoints.map((p, i) => {
+            const alone = xy.every(([x, y], j) => j === i || Math.hypot(x - xy[i][0], y - xy[i][1]) > 2 * r + 1);
+            const px = ctx.getImageData(Math.round(xy[i][0] * ratio), Math.round(xy[i][1] * ratio), 1, 1).data;
+            return { group: p.group, alone, rgb: [px[0], px[1], px[2]], colour: s.mapColours[p.group] };
+          });
+        }"""
+    )
+    alone = [d for d in dots if d["alone"]]
+    assert len(alone) >= len(dots) // 2, "dots overlap too much to check their colours"
+    for d in alone:
+        assert d["rgb"] == [int(d["colour"][k : k + 2], 16) for k in (1, 3, 5)], d
+    return len({d["group"] for d in alone})

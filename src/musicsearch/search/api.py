@@ -50,7 +50,7 @@ from musicsearch.index.embedder import Embedder, unit_rows
 from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, connect_readonly, fold
 from musicsearch.index.store import METADATA_FILE, Store
 from musicsearch.search.calibration import Calibration, load_or_calibrate
-from musicsearch.search.collection_map import load_or_build_map, map_view
+from musicsearch.search.collection_map import CLUSTERS, load_or_build_map, map_view
 from musicsearch.search.query import SURROGATES, ParsedQuery, parse_filters, parse_query, short_repr
 from musicsearch.search.textenc import TextEmbeddingCache, open_embedder, thread_safe_text_encoder
 
@@ -405,19 +405,27 @@ class Searcher:
             self._calibration = cal
             return cal
 
-    def collection_map(self, *, method: str | None = None, limit: int = 20000) -> dict[str, Any]:
+    def collection_map(
+        self, *, method: str | None = None, limit: int = 20000, colour: str = CLUSTERS
+    ) -> dict[str, Any]:
         """2-D coordinates of the collection's tracks for a plot (see
-        :func:`~musicsearch.search.collection_map.map_coordinates`), cached.
+        :func:`~musicsearch.search.collection_map.map_coordinates`) and their colouring, cached.
 
         Args:
             method: ``"pca"`` or ``"umap"``; ``None`` takes the saved map whatever its method (``musicsearch index
                 --map umap`` saves a UMAP one), else PCA.
             limit: most points returned (an even sample by id beyond).
+            colour: ``"clusters"`` (named clusters of the joint space) or a tag family the collection has (the
+                result's ``colourings`` lists them; see :mod:`musicsearch.search.collection_map`).
 
         Returns:
-            ``{"method", "count", "total", "points": [{"id", "x", "y", "title", "artist", "tag"}]}`` with ``x, y``
-            in ``[0, 1]``: ``count`` tracks on the map (a seeded sample of
-            :data:`~musicsearch.search.collection_map.MAP_MAX_POINTS` in a bigger store), ``total`` in the store.
+            ``{"method", "count", "total", "colour", "colourings", "groups", "points": [{"id", "x", "y", "title",
+            "artist", "group"}]}`` with ``x, y`` in ``[0, 1]``: ``count`` tracks on the map (a seeded sample of
+            :data:`~musicsearch.search.collection_map.MAP_MAX_POINTS` in a bigger store), ``total`` in the store;
+            ``group`` indexes ``groups``, the legend (see :func:`~musicsearch.search.collection_map.map_view`).
+
+        Raises:
+            MusicSearchError: a colouring the map does not have.
         """
         with self._lock:
             self.store.reload_vectors()
@@ -426,9 +434,11 @@ class Searcher:
             if cached is not None and cached["token"] == token and method in (None, cached["method"]):
                 data = cached
             else:
-                data = load_or_build_map(self.store, token, method, write_cache=self.write_cache)
+                data = load_or_build_map(
+                    self.store, token, method, write_cache=self.write_cache, embed_texts=self.text_cache
+                )
                 self._map = data
-        return map_view(data, limit)
+        return map_view(data, limit, colour)
 
     # -- lookups ---------------------------------------------------------------------------------------------
 

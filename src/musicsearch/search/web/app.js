@@ -4,7 +4,16 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { results: [], playingId: null, mapPoints: [], highlight: new Set(), lastResponse: null };
+const state = {
+  results: [],
+  playingId: null,
+  mapPoints: [],
+  mapGroups: [], // legend of the current colouring: [{name, tags, count, ...}], indexed by each point's `group`
+  mapColours: [], // each group's CSS colour
+  mapColour: "clusters",
+  highlight: new Set(),
+  lastResponse: null,
+};
 window.musicsearch = state; // for tests and the curious
 
 const player = $("player");
@@ -231,10 +240,19 @@ const canvas = $("map");
 const ctx = canvas.getContext("2d");
 const PAD = 14;
 
-function hueOf(text) {
-  let h = 0;
-  for (const ch of text || "") h = (h * 31 + ch.codePointAt(0)) % 360;
-  return h;
+// Group colours: a qualitative palette (Tableau 10) in legend order; "other ..." and "no ... tag" groups grey.
+const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+  "#9c755f", "#6b8e23"];
+const OTHER_COLOUR = "#9a9aa2";
+const NO_TAG_COLOUR = "#d2d2d8";
+
+function groupColours(groups) {
+  let next = 0;
+  return groups.map((g) => {
+    if (g.kind === "none") return NO_TAG_COLOUR;
+    if (g.kind === "other") return OTHER_COLOUR;
+    return PALETTE[next++ % PALETTE.length];
+  });
 }
 
 function pointXY(p, w, h) {
@@ -257,13 +275,16 @@ function drawMap() {
   ctx.fillRect(0, 0, w, h);
   const n = state.mapPoints.length;
   const r = n > 2000 ? 2 : n > 200 ? 3.5 : 5;
+  const colours = state.mapColours || [];
+  ctx.globalAlpha = n > 2000 ? 0.7 : 1; // opaque dots while few: a dot's centre shows its group's colour
   for (const p of state.mapPoints) {
     const [x, y] = pointXY(p, w, h);
     ctx.beginPath();
     ctx.arc(x, y, r, 0, 2 * Math.PI);
-    ctx.fillStyle = p.tag ? `hsla(${hueOf(p.tag)}, 60%, 50%, 0.75)` : "rgba(90, 90, 100, 0.6)";
+    ctx.fillStyle = colours[p.group] || OTHER_COLOUR;
     ctx.fill();
   }
+  ctx.globalAlpha = 1;
   for (const p of state.mapPoints) {
     if (!state.highlight.has(p.id) && p.id !== state.playingId) continue;
     const [x, y] = pointXY(p, w, h);
@@ -274,6 +295,7 @@ function drawMap() {
     ctx.stroke();
   }
   canvas.dataset.points = String(state.mapPoints.length);
+  canvas.dataset.colour = state.mapColour;
 }
 
 function nearestPoint(event) {
@@ -300,7 +322,8 @@ canvas.addEventListener("mousemove", (event) => {
     tip.hidden = true;
     return;
   }
-  tip.textContent = [p.title, p.artist, p.tag].filter(Boolean).join(" · ");
+  const group = state.mapGroups[p.group];
+  tip.textContent = [p.title, p.artist].filter(Boolean).join(" · ") + (group ? ` — ${group.name}` : "");
   const panel = $("map-panel").getBoundingClientRect();
   tip.style.left = `${event.clientX - panel.left + 12}px`;
   tip.style.top = `${event.clientY - panel.top + 12}px`;
@@ -315,23 +338,40 @@ canvas.addEventListener("click", (event) => {
 });
 
 function renderLegend() {
-  const counts = new Map();
-  for (const p of state.mapPoints) if (p.tag) counts.set(p.tag, (counts.get(p.tag) || 0) + 1);
-  const top = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 10);
   const legend = $("map-legend");
   legend.textContent = "";
-  for (const [tag, n] of top) {
-    const dot = el("span", { class: "dot", style: `background:hsl(${hueOf(tag)}, 60%, 50%)` });
-    legend.append(el("span", { title: `${n} tracks` }, [dot, document.createTextNode(tag)]));
-  }
+  state.mapGroups.forEach((g, i) => {
+    const how = g.named_by === "text" ? "named by the tags its sound is closest to"
+      : g.named_by === "tags" ? "named by the tags that set it apart" : "";
+    const title = [`${g.count} tracks`, how, g.tags && g.tags.length ? `tags: ${g.tags.join(", ")}` : ""]
+      .filter(Boolean).join(" · ");
+    const dot = el("span", { class: "dot", style: `background:${state.mapColours[i]}` });
+    legend.append(el("li", { title, "data-group": String(i) }, [
+      dot,
+      el("span", { class: "name", text: g.name }),
+      el("span", { class: "count", text: `(${g.count})` }),
+    ]));
+  });
 }
 
-async function loadMap() {
+function renderColourChoices(colourings, chosen) {
+  const select = $("map-colour");
+  select.textContent = "";
+  for (const c of colourings) select.append(el("option", { value: c.name, text: c.label }));
+  select.value = chosen;
+  $("map-colour-control").hidden = colourings.length < 2;
+}
+
+async function loadMap(colour = state.mapColour) {
   try {
-    const data = await getJSON("/api/map");
+    const data = await getJSON(`/api/map?colour=${encodeURIComponent(colour)}`);
     state.mapPoints = data.points;
+    state.mapGroups = data.groups;
+    state.mapColours = groupColours(data.groups);
+    state.mapColour = data.colour;
     const of = data.total > data.count ? ` of ${data.total}` : "";
     $("map-method").textContent = `(${data.method}, ${data.count}${of} tracks)`;
+    renderColourChoices(data.colourings, data.colour);
     renderLegend();
   } catch (err) {
     $("map-method").textContent = `(unavailable: ${err.message})`;
@@ -339,6 +379,8 @@ async function loadMap() {
   resizeCanvas();
   drawMap();
 }
+
+$("map-colour").addEventListener("change", (event) => loadMap(event.target.value));
 
 // ------------------------------------------------------------------------------------------------ start
 
