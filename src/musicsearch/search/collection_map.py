@@ -23,7 +23,7 @@ import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import write_json
-from musicsearch.index.metadata import fold
+from musicsearch.index.metadata import fold as _fold_uncached
 from musicsearch.index.store import Store
 
 __all__ = [
@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 MAP_FILE = "map.json"
 #: Tracks drawn on the collection map at most (a seeded sample beyond).
 MAP_MAX_POINTS = 20_000
+
+
+#: :func:`~musicsearch.index.metadata.fold`, memoised: a map folds every tag of every track several times.
+fold = functools.lru_cache(maxsize=1 << 16)(_fold_uncached)
 
 
 def map_coordinates(vectors: np.ndarray, *, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -197,8 +201,7 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
 
 def _unit_means(x: np.ndarray, labels: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """Each cluster's normalised mean (an empty cluster, or one whose mean is zero, keeps its centroid)."""
-    sums = np.zeros_like(previous)
-    np.add.at(sums, labels, x)
+    sums = np.stack([x[labels == c].sum(axis=0) for c in range(previous.shape[0])])  # (K, D)
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return np.where(norms > 0, sums / np.where(norms > 0, norms, 1.0), previous)
 
@@ -293,13 +296,15 @@ def _leading(ranked: Sequence[tuple[str, float]], max_names: int) -> list[str]:
     return [name for name, score in ranked[:max_names] if score > 0 and score >= top / 2]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def tag_family(tag: str) -> str | None:
     """The family of a tag (genre, instrument, mood, ...), or ``None`` when it has none known.
 
     A tag written ``"<family>---<tag>"`` (MTG-Jamendo's form: ``"genre---rock"``, ``"mood/theme---sad"``) names its
     family; any other tag takes its category in the procedural corpus's vocabulary
     (:data:`musicsearch.data.synth.tags.VOCABULARY`: ``"rock"`` is a genre, ``"piano"`` an instrument,
-    ``"calm"`` a mood, ``"fast"`` a tempo), matched up to case.
+    ``"calm"`` a mood, ``"fast"`` a tempo), matched up to case. Answers are memoised (a map asks for every tag
+    of every track, once per family).
     """
     head, sep, rest = tag.partition("---")
     if sep:
