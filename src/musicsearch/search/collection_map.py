@@ -392,13 +392,13 @@ def family_groups(
             raw[i] = other if mine else none
     counts = np.bincount(raw, minlength=none + 1)
     names = [_bare(spelling[k]) for k in top] + [f"other {label}", f"no {label} tag"]
-    tags = [[spelling[k]] for k in top] + [[], []]
+    group_tags: list[list[str]] = [[spelling[k]] for k in top] + [[], []]
     named_order = sorted(range(len(top)), key=lambda g: (-counts[g], names[g]))
     order = [g for g in [*named_order, other, none] if counts[g] > 0]
     renumber = np.full(none + 1, -1, np.int64)
     renumber[order] = np.arange(len(order))
     kinds = ["tag"] * len(top) + ["other", "none"]
-    groups = [{"name": names[g], "tags": tags[g], "count": int(counts[g]), "kind": kinds[g]} for g in order]
+    groups = [{"name": names[g], "tags": group_tags[g], "count": int(counts[g]), "kind": kinds[g]} for g in order]
     return renumber[raw], groups
 
 
