@@ -404,9 +404,11 @@ class OnnxAudioEmbedder(Embedder):
     It has the identity of the torch model it stands for (config name, weights checksum, source), so a store
     accepts it exactly when it would accept that model, and its window embeddings are within
     :data:`~musicsearch.models.onnx.PARITY_TOLERANCE` of torch's. The session runs ``threads`` intra-op threads in
-    sequential execution mode (one operator at a time, each split across the threads); it is made on first use
-    and again when :meth:`using_threads` asks for another count. Texts go through the export's text graph when it
-    has one, else through the torch model, which :attr:`model` loads on first use only.
+    sequential execution mode (one operator at a time, each split across the threads), without spin-waiting
+    between operators (measured: the spinning threads only took CPU time from the decoding processes and other
+    load); it is made on first use and again when :meth:`using_threads` asks for another count. Texts go through
+    the export's text graph when it has one, else through the torch model, which :attr:`model` loads on first use
+    only.
 
     Args:
         exported: a checked export (:meth:`~musicsearch.models.onnx.ExportedModel.open`).
@@ -459,7 +461,7 @@ class OnnxAudioEmbedder(Embedder):
             StaleExportError: the graph cannot be loaded (a damaged file).
         """
         if self._session is None or self._session_threads != self.threads:
-            self._session = self.exported.audio_session(threads=self.threads)
+            self._session = self.exported.audio_session(threads=self.threads, spinning=False)
             self._session_threads = self.threads
         return self._session
 

@@ -295,9 +295,10 @@ def _init_worker(parent: int) -> None:
 
 
 def _pool(workers: int) -> cf.ProcessPoolExecutor:
-    """A pool of decoding processes. With ``forkserver`` (Linux) the server preloads this module only, not the
-    caller's ``__main__``: workers start in milliseconds, never import torch, and a script without an
-    ``if __name__ == "__main__"`` guard is not re-run in them."""
+    """A pool of decoding processes, each on one thread (:func:`_init_worker`). With ``forkserver`` (Linux) the
+    server preloads this module only and workers start in milliseconds; each still imports the caller's
+    ``__main__`` script as ``__mp_main__`` (multiprocessing's rule; not for ``python -m``), so a script that
+    imports torch at module level gives every worker torch's start-up (seconds)."""
     if "forkserver" in mp.get_all_start_methods():
         server = mp.get_context("forkserver")
         server.set_forkserver_preload([__name__])  # no effect once this process's fork server runs

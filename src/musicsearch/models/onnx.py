@@ -491,7 +491,7 @@ class ExportedModel:
         """SHA-256 of the weights file the export came from."""
         return str(self.meta["weights_sha256"])
 
-    def _session(self, name: str, threads: int | None = None) -> Any:
+    def _session(self, name: str, threads: int | None = None, *, spinning: bool = True) -> Any:
         import onnxruntime as ort
 
         threads = self.threads if threads is None else threads
@@ -499,6 +499,8 @@ class ExportedModel:
         if threads:
             opts.intra_op_num_threads = threads
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             return ort.InferenceSession(str(self.folder / name), opts, providers=["CPUExecutionProvider"])
@@ -508,14 +510,16 @@ class ExportedModel:
                 f"musicsearch export --onnx --model MODEL --out {self.folder}"
             ) from None
 
-    def audio_session(self, *, threads: int) -> Any:
+    def audio_session(self, *, threads: int, spinning: bool = True) -> Any:
         """A new ONNX Runtime session of the audio graph with ``threads`` intra-op threads, sequential execution
         (for callers that set their own thread count, such as the indexer; input ``wave``, output ``embedding``).
+        ``spinning=False`` makes idle pool threads sleep at once instead of busy-waiting for the next operator
+        (right when other processes want the cores).
 
         Raises:
             StaleExportError: the graph cannot be loaded.
         """
-        return self._session(AUDIO_FILE, threads)
+        return self._session(AUDIO_FILE, threads, spinning=spinning)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """``N`` texts -> the text graph's inputs, each ``(N, L)`` int64 (padded to the longest, truncated)."""
