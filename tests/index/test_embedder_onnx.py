@@ -19,7 +19,6 @@ import torch
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import sha256_file
 from musicsearch.index import indexer
-from musicsearch.index.backends.base import export_vectors
 from musicsearch.index.embedder import (
     DEFAULT_BATCH_ONNX,
     DEFAULT_BATCH_TORCH,
@@ -84,7 +83,8 @@ def onnx_on(exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Pat
 def track_vectors(store: Path) -> dict[str, np.ndarray]:
     """Every stored track vector by track id."""
     with Store.open(store) as st:
-        ids, vecs = export_vectors(st.tracks)
+        ids = st.tracks.ids()
+        vecs = st.tracks.get(ids)
         row = {int(v): i for i, v in enumerate(ids)}
         return {t.track_id: vecs[row[int(t.vector_id)]] for t in st.db.iter_tracks() if t.vector_id is not None}
 

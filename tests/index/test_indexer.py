@@ -14,7 +14,6 @@ import torch
 from musicsearch.cli.main import main
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.backends.base import export_vectors
 from musicsearch.index.embedder import WindowPlan, decode_track, load_embedder
 from musicsearch.index.indexer import index_collection
 from musicsearch.index.sources import collect_source
@@ -116,7 +115,8 @@ def test_folder_with_odd_and_bad_files(model_file: Path, tmp_path: Path) -> None
             "First Song",
             "Artist Ä/Album 1",
         )
-        _, vecs = export_vectors(store.tracks)
+        ids = store.tracks.ids()
+        vecs = store.tracks.get(ids)
         assert np.isfinite(vecs).all() and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
         assert len(store.windows) == sum(len(store.db.windows(t.id)) for t in tracks.values())
     # a rerun redoes nothing: good files unchanged, bad ones remembered with their reason
@@ -154,7 +154,8 @@ def test_embeddings_are_deterministic_and_match_query_time(model_file: Path, tmp
 
 
 def _vector(store: Store, vector_id: int | None) -> np.ndarray:
-    ids, vecs = export_vectors(store.tracks)
+    ids = store.tracks.ids()
+    vecs = store.tracks.get(ids)
     return vecs[int(np.searchsorted(ids, vector_id))]
 
 

@@ -16,7 +16,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from musicsearch.index.backends.base import export_vectors
 from musicsearch.index.embedder import load_embedder
 from musicsearch.index.indexer import index_collection
 from musicsearch.index.store import Store
@@ -98,7 +97,8 @@ def test_resume_after_sigkill(model_file: Path, tmp_path: Path) -> None:
         assert len(st) == N_FILES
         assert np.array_equal(st.db.vector_ids(level="track"), st.tracks.ids())  # orphans repaired
         assert np.array_equal(st.db.vector_ids(level="window"), st.windows.ids())
-        ids, vecs = export_vectors(st.tracks)
+        ids = st.tracks.ids()
+        vecs = st.tracks.get(ids)
         emb = load_embedder(model_file)
         for rec in list(st.db.iter_tracks())[:: N_FILES // 6]:  # spot-check against a fresh embedding
             track, _, _ = emb.embed_file(rec.path, st.settings.plan)

@@ -135,6 +135,69 @@ def test_filters_match_a_python_oracle(db: MetadataDB, flt: MetadataFilter) -> N
     assert db.resolve_filter(flt).size == len(want_track_vids) + len(want_window_vids)  # type: ignore[union-attr]
 
 
+def random_filter(rng: np.random.Generator) -> MetadataFilter:
+    """A seeded random filter over the fixture's fields (conditions combined, some matching nothing)."""
+    fields: dict[str, object] = {}
+    if rng.random() < 0.4:
+        fields["year_min"] = int(rng.integers(1945, 1995))
+    if rng.random() < 0.4:
+        fields["year_max"] = int(rng.integers(1945, 1995))
+    if rng.random() < 0.3:
+        fields["duration_min"] = float(rng.uniform(20, 320))
+    if rng.random() < 0.3:
+        fields["duration_max"] = float(rng.uniform(20, 320))
+    if rng.random() < 0.3:
+        fields["artist"] = str(rng.choice(["miles davis", "BJÖRK", "Nina Simone", "nobody"]))
+    if rng.random() < 0.2:
+        fields["album"] = str(rng.choice(["kind of blue", "PASTEL BLUES", "none"]))
+    if rng.random() < 0.3:
+        fields["folder"] = str(rng.choice(["/music/jazz", "/music", "rel", "/music/jazzfunk"]))
+    if rng.random() < 0.4:
+        fields["tags"] = tuple(str(x) for x in rng.choice([*TAGS, "PIANO", "none"], int(rng.integers(1, 3))))
+    if rng.random() < 0.3:
+        fields["without_tags"] = (str(rng.choice(["jazz", "drums", "none"])),)
+    return MetadataFilter(**fields)  # type: ignore[arg-type]
+
+
+def test_random_filters_match_the_python_oracle(db: MetadataDB) -> None:
+    """The one filter implementation (NumPy columns, tag index, SQL for names and folders) against a plain loop."""
+    tracks = list(db.iter_tracks())
+    by_id = {t.id: t for t in tracks}
+    rng = np.random.default_rng(0)
+    for _ in range(80):
+        flt = random_filter(rng)
+        want = python_filter(tracks, flt)
+        assert db.filter_tracks(flt) == sorted(want), flt
+        got = db.resolve_filter(flt, level="track")
+        if flt.is_empty():
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, sorted(by_id[t].vector_id for t in want))  # type: ignore[type-var]
+
+
+def test_filters_see_every_commit(db: MetadataDB, tmp_path: Path) -> None:
+    """The columns filters read are cached per database version: a reader sees another connection's commits, and
+    a writer its own."""
+    reader = MetadataDB(db.path, readonly=True)
+    try:
+        flt = MetadataFilter(year_min=2500, tags=("new",))
+        assert reader.filter_tracks(flt) == [] and db.filter_tracks(flt) == []
+        rec, _ = db.add_track(replace(fake_track(100), track_id="late", year=2600, tags=("NEW",)))
+        assert reader.filter_tracks(flt) == [rec.id] and db.filter_tracks(flt) == [rec.id]
+        np.testing.assert_array_equal(reader.resolve_filter(flt, level="track"), [rec.vector_id])
+        db.remove_track(rec.id)
+        assert reader.filter_tracks(flt) == [] and db.filter_tracks(flt) == []
+    finally:
+        reader.close()
+
+
+def test_tag_names_are_distinct_up_to_case(db: MetadataDB) -> None:
+    assert db.tag_names() == sorted(TAGS)
+    db.add_track(replace(fake_track(101), track_id="more", tags=("JAZZ", "Lo-Fi")))
+    # "JAZZ" is the tag "jazz" again: one name per tag, its smallest spelling in code-point order
+    assert db.tag_names() == sorted(["JAZZ", "Lo-Fi", *(t for t in TAGS if t != "jazz")])
+
+
 def test_folder_prefix_is_by_path_component(db: MetadataDB) -> None:
     folders = {t.folder for t in db.get_tracks(db.filter_tracks(MetadataFilter(folder="/music/jazz")))}
     assert folders == {"/music/jazz", "/music/jazz/live"}  # not /music/jazzfunk

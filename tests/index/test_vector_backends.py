@@ -202,6 +202,44 @@ def test_export_returns_normalised_vectors(case: tuple[VectorBackend, bool], dat
     np.testing.assert_array_equal(backend.ids(), ids[:500])
 
 
+def test_get_returns_vectors_by_id_like_the_exact_backend(
+    case: tuple[VectorBackend, bool], data: tuple[np.ndarray, ...], tmp_path: Path
+) -> None:
+    """get(ids): each id's stored vector, in the order asked, as the exact backend returns it (itself checked
+    against l2_normalize of what was added), through removal, upsert and a save and reopen."""
+    backend, _ = case
+    ids, vectors, queries = data
+    backend.add(ids, 3.0 * vectors)  # stored normalised
+    ref = oracle(ids, vectors)
+    rng = np.random.default_rng(7)
+    ask = rng.choice(ids, size=300)  # any order, repeats allowed
+    # float32 unit rows: components differ by at most a few ulps of 1 between backends (a rescaled copy)
+    tol = 8 * float(np.finfo(np.float32).eps)
+    got = backend.get(ask)
+    assert got.shape == (300, DIM) and got.dtype == np.float32
+    np.testing.assert_allclose(ref.get(ask), l2_normalize(vectors[np.searchsorted(ids, ask)]), rtol=0, atol=tol)
+    np.testing.assert_allclose(got, ref.get(ask), rtol=0, atol=tol)
+    assert backend.get([]).shape == (0, DIM)
+
+    gone = ids[::4]
+    backend.remove(gone)
+    with pytest.raises(MusicSearchError, match=f"not stored .*first {int(gone[1])}"):
+        backend.get([int(ids[1]), int(gone[1])])
+    target = int(ids[1])
+    backend.add([target], queries[:1])  # upsert: get returns the new vector
+    np.testing.assert_allclose(backend.get([target])[0], l2_normalize(queries[:1])[0], rtol=0, atol=tol)
+    keep = np.setdiff1d(ids, gone)
+    backend.remove(keep[:5])  # removing after a get (which may have built an id map) still removes
+    assert len(backend) == keep.size - 5
+    keep = keep[5:]
+    backend.save(tmp_path / "saved")
+    backend.close()
+    with open_backend(tmp_path / "saved") as again:
+        np.testing.assert_allclose(again.get(keep[-50:]), ref.get(keep[-50:]), rtol=0, atol=tol)
+    with pytest.raises(MusicSearchError, match=">= 0"):
+        ref.get([-1])
+
+
 def test_padding_when_k_exceeds_size(case: tuple[VectorBackend, bool], data: tuple[np.ndarray, ...]) -> None:
     backend, _ = case
     ids, vectors, queries = data

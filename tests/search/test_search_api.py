@@ -15,13 +15,14 @@ import torch
 from conftest import gaussian_mixture_vectors
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.embedder import decode_track, load_embedder, unit_rows
+from musicsearch.index.backends.base import l2_normalize
+from musicsearch.index.embedder import decode_track, load_embedder
 from musicsearch.index.indexer import index_collection
 from musicsearch.index.metadata import MetadataFilter
 from musicsearch.index.store import VectorFile
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
-from musicsearch.search.api import FilterIndex, Searcher, search
+from musicsearch.search.api import Searcher, search
 from musicsearch.search.calibration import Calibration, background_spread, gibberish, null_threshold, random_mixtures
 from musicsearch.search.collection_map import map_coordinates
 from musicsearch.search.query import MAX_QUERY_CHARS, parse_filters, parse_query
@@ -114,9 +115,9 @@ def test_calibration_is_monotone_and_says_no_good_match_for_nonsense() -> None:
     rng = np.random.default_rng(0)
     tracks, centers = gaussian_mixture_vectors(2000, 32, rng=rng, n_clusters=16, spread=(0.4, 0.6))
     mean = tracks.mean(axis=0)
-    generic = unit_rows(rng.standard_normal((48, 32)))  # background "texts"
+    generic = l2_normalize(rng.standard_normal((48, 32)))  # background "texts"
     text_sd = background_spread(generic, tracks, mean)
-    null = unit_rows(rng.standard_normal((64, 32)))  # meaningless queries: random directions
+    null = l2_normalize(rng.standard_normal((64, 32)))  # meaningless queries: random directions
     text_z0 = null_threshold(null, (null @ tracks.T).max(axis=1), mean, text_sd)
     audio_sd = background_spread(tracks[:200], tracks, mean, exclude_self=True)
     mixtures = random_mixtures(tracks[:500], 64, rng)
@@ -127,8 +128,8 @@ def test_calibration_is_monotone_and_says_no_good_match_for_nonsense() -> None:
     def top_relevance(q: np.ndarray, w: float = 1.0) -> float:
         return float(cal.relevance(np.array([np.max(tracks @ q)]), q, w)[0])
 
-    matching = unit_rows(centers[:4, :32])  # the directions of clusters of tracks
-    nonsense = unit_rows(rng.standard_normal((20, 32)))  # fresh meaningless queries
+    matching = l2_normalize(centers[:4, :32])  # the directions of clusters of tracks
+    nonsense = l2_normalize(rng.standard_normal((20, 32)))  # fresh meaningless queries
     assert min(top_relevance(q) for q in matching) > 0.9
     assert np.median([top_relevance(q) for q in nonsense]) < 0.5  # "no good match", most of the time
     assert max(top_relevance(q) for q in nonsense) < min(top_relevance(q) for q in matching)
@@ -143,7 +144,7 @@ def test_calibration_is_monotone_and_says_no_good_match_for_nonsense() -> None:
 
 def test_map_coordinates_pca_matches_numpy_oracle() -> None:
     rng = np.random.default_rng(1)
-    x = unit_rows(rng.standard_normal((50, 8)) * np.array([5, 3, 1, 1, 1, 1, 1, 1]))
+    x = l2_normalize(rng.standard_normal((50, 8)) * np.array([5, 3, 1, 1, 1, 1, 1, 1]))
     xy = map_coordinates(x)
     assert xy.shape == (50, 2) and xy.min() == 0 and xy.max() == 1
     xc = x - x.mean(0)
@@ -251,40 +252,6 @@ def test_text_search_filters_and_segments_match_the_oracle(store: Path) -> None:
         assert searcher.search("tone", filters=["artist=nobody"]).results == []
 
 
-def test_filter_index_equals_resolve_filter(store: Path) -> None:
-    """The fast filter resolution (NumPy columns + tag index) against the metadata database's own SQL."""
-    with Searcher.open(store) as searcher:
-        db = searcher.store.db
-        index = FilterIndex(store / "metadata.sqlite")
-        rng = np.random.default_rng(0)
-        for _ in range(60):
-            fields: dict[str, Any] = {}
-            if rng.random() < 0.4:
-                fields["year_min"] = int(rng.integers(1988, 2003))
-            if rng.random() < 0.4:
-                fields["year_max"] = int(rng.integers(1988, 2003))
-            if rng.random() < 0.3:
-                fields["duration_min"] = float(rng.uniform(1, 5))
-            if rng.random() < 0.3:
-                fields["duration_max"] = float(rng.uniform(1, 5))
-            if rng.random() < 0.3:
-                fields["artist"] = str(rng.choice(["ann", "BOB", "Cy", "nobody"]))
-            if rng.random() < 0.3:
-                fields["folder"] = str(rng.choice(["a", "b", "c"]))
-            if rng.random() < 0.4:
-                fields["tags"] = tuple(rng.choice(["low", "HIGH", "even", "odd", "none"], int(rng.integers(1, 3))))
-            if rng.random() < 0.3:
-                fields["without_tags"] = (str(rng.choice(["low", "odd", "none"])),)
-            flt = MetadataFilter(**fields)
-            expected = db.resolve_filter(flt, level="track")
-            got = index.resolve(flt, db)
-            if expected is None:
-                assert got is None and flt.is_empty()
-            else:
-                assert got is not None and np.array_equal(got, expected), fields
-        index.close()
-
-
 def test_negative_terms_follow_the_documented_rule(store: Path) -> None:
     with Searcher.open(store) as searcher:
         oracle = Oracle(searcher)
@@ -324,7 +291,7 @@ def test_query_by_example_and_combined(store: Path, tmp_path: Path) -> None:
         check(searcher.search(like=str(outside), k=5).results, oracle.rank(qa), 5)
         t = oracle.text("bright")
         for w in (0.5, 0.8):
-            q = unit_rows(w * t + (1 - w) * a)[0]
+            q = l2_normalize((w * t + (1 - w) * a)[None, :])[0]
             both = searcher.search("bright", like=rec.id, k=5, text_weight=w).results
             check(both, oracle.rank(q, keep=lambda r: r.id != rec.id), 5)
         with pytest.raises(MusicSearchError, match="not an indexed track id"):
@@ -407,7 +374,7 @@ def test_same_results_without_the_vector_file(store: Path, tmp_path: Path) -> No
 def test_vector_file_rows(tmp_path: Path) -> None:
     vf = VectorFile(tmp_path / "v.f32", 4)
     assert not vf.read(np.array([0, 3]))[1].any()  # no file yet
-    rows = unit_rows(np.random.default_rng(0).standard_normal((3, 4)))
+    rows = l2_normalize(np.random.default_rng(0).standard_normal((3, 4)))
     vf.write(np.array([5, 1, 9]), rows)
     got, ok = vf.read(np.array([1, 5, 9, 0, 7, 100, -1]))
     assert ok.tolist() == [True, True, True, False, False, False, False]
@@ -555,7 +522,7 @@ def test_determinism_promise_of_the_default_model() -> None:
 
     def embed(batch_size: int) -> np.ndarray:
         emb.batch_size = batch_size
-        return unit_rows(emb.embed_windows(windows))
+        return l2_normalize(emb.embed_windows(windows))
 
     first = embed(16)
     assert np.array_equal(embed(16), first)  # a repeat in one process: bit for bit

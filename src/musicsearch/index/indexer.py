@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from musicsearch.audio.chunking import SAMPLE_RATE
 from musicsearch.errors import AudioError, MusicSearchError
+from musicsearch.index.backends.base import l2_normalize
 from musicsearch.index.embedder import (
     DEFAULT_MAX_WINDOWS,
     DecodedTrack,
@@ -61,7 +62,6 @@ from musicsearch.index.embedder import (
     open_index_embedder,
     single_threaded,
     track_vector,
-    unit_rows,
 )
 from musicsearch.index.metadata import TrackInfo, TrackRecord
 from musicsearch.index.shards import describe_shard, shard_of
@@ -779,7 +779,7 @@ def _index_into(
             try:
                 if slot.error:
                     raise MusicSearchError(slot.error)
-                track, windows = track_vector(slot.raw), unit_rows(slot.raw, what="window embeddings")
+                track, windows = track_vector(slot.raw), l2_normalize(slot.raw, what="window embeddings")
             except MusicSearchError as exc:
                 reason = NONFINITE_REASON if "NaN" in str(exc) else str(exc)
                 report.failed.append(FailedFile(item.track_id, item.path, reason))

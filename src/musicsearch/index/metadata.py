@@ -267,6 +267,18 @@ def connect_readonly(path: Path, *, timeout: float = 30.0, what: str = "database
     return con
 
 
+@dataclass(frozen=True)
+class _FilterColumns:
+    """NumPy copies of the track columns filters read, for one database version: ``(N,)`` arrays sorted by
+    track id (``vector_ids`` -1 and ``year``/``duration`` nan where NULL)."""
+
+    version: tuple[int, int]
+    track_ids: np.ndarray
+    vector_ids: np.ndarray
+    year: np.ndarray
+    duration: np.ndarray
+
+
 class MetadataDB:
     """The SQLite metadata database of one store (or one shard of it).
 
@@ -301,6 +313,9 @@ class MetadataDB:
             raise MusicSearchError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
         self._depth = 0
         self._info: StoreInfo | None = None
+        self._commits = 0  # this connection's commits (PRAGMA data_version counts only other connections')
+        self._columns: _FilterColumns | None = None
+        self._tag_cache: dict[str, np.ndarray] = {}
         if readonly:
             self._con = connect_readonly(self.path, timeout=timeout, what="metadata database")
             try:
@@ -385,6 +400,7 @@ class MetadataDB:
         self._depth -= 1
         if self._depth == 0:
             self._con.execute("COMMIT")
+            self._commits += 1
         else:
             self._con.execute(f"RELEASE sp{self._depth}")
 
@@ -648,6 +664,74 @@ class MetadataDB:
             out.append(None if o is None else VectorRef(v, tracks[o[0]], o[1], o[2]))
         return out
 
+    def tag_names(self) -> list[str]:
+        """The distinct tags of the store, one name per tag up to case (its smallest spelling in code-point
+        order), sorted."""
+        return sorted(str(r[0]) for r in self._con.execute("SELECT MIN(tag) FROM tags GROUP BY tag_key"))
+
+    # -- filters -----------------------------------------------------------------------------------------------
+    #
+    # One implementation answers every filter question (resolve_filter, filter_tracks): year and duration are
+    # evaluated on NumPy copies of those columns (read once per database version: a broad ``year>=1990`` over a
+    # million tracks costs a millisecond instead of materialising half a million SQL rows), tags through the
+    # ``tags(tag_key)`` index, artist, album and folder in SQL (indexed, selective).
+
+    def _version(self) -> tuple[int, int]:
+        """Changes whenever the database does: other connections' commits (``PRAGMA data_version``) and ours."""
+        return int(self._con.execute("PRAGMA data_version").fetchone()[0]), self._commits
+
+    def _filter_columns(self) -> _FilterColumns:
+        """The track columns filters read, for the current database version (cached until it changes)."""
+        version = self._version()
+        if self._columns is None or self._columns.version != version:
+            rows = self._con.execute("SELECT id, vector_id, year, duration FROM tracks ORDER BY id").fetchall()
+            cols = np.array(rows, dtype=np.float64).reshape(-1, 4)  # NULL -> nan
+            has_vector = ~np.isnan(cols[:, 1])
+            self._columns = _FilterColumns(
+                version=version,
+                track_ids=cols[:, 0].astype(np.int64),
+                vector_ids=np.where(has_vector, cols[:, 1], -1).astype(np.int64),
+                year=cols[:, 2],
+                duration=cols[:, 3],
+            )
+            self._tag_cache.clear()
+        return self._columns
+
+    def _tagged(self, tag: str) -> np.ndarray:
+        """Sorted track ids with ``tag`` (through the tag index; the last 256 tags asked for are kept)."""
+        key = fold(tag)
+        got = self._tag_cache.pop(key, None)
+        if got is None:
+            cursor = self._con.execute("SELECT track FROM tags WHERE tag_key = ?", (key,))
+            got = np.unique(np.fromiter((r[0] for r in cursor), np.int64))
+        self._tag_cache[key] = got  # most recent last
+        while len(self._tag_cache) > 256:
+            self._tag_cache.pop(next(iter(self._tag_cache)))
+        return got
+
+    def _track_mask(self, flt: MetadataFilter) -> tuple[_FilterColumns, np.ndarray]:
+        """The filter columns and the ``(N,)`` mask of the tracks (sorted by id) meeting ``flt``."""
+        cols = self._filter_columns()
+        mask = np.ones(cols.track_ids.size, bool)
+        with np.errstate(invalid="ignore"):  # nan (NULL) compares false, as in SQL
+            for column, lo, hi in (
+                (cols.year, flt.year_min, flt.year_max),
+                (cols.duration, flt.duration_min, flt.duration_max),
+            ):
+                if lo is not None:
+                    mask &= column >= lo
+                if hi is not None:
+                    mask &= column <= hi
+        for tag in flt.tags:
+            mask &= _in_sorted(cols.track_ids, self._tagged(tag))
+        for tag in flt.without_tags:
+            mask &= ~_in_sorted(cols.track_ids, self._tagged(tag))
+        where, params = _filter_sql(flt)
+        if params:  # artist, album or folder
+            rows = self._con.execute(f"SELECT id FROM tracks WHERE {where}", params)
+            mask &= _in_sorted(cols.track_ids, np.fromiter((int(r[0]) for r in rows), np.int64))
+        return cols, mask
+
     def resolve_filter(self, flt: MetadataFilter, *, level: str = "all") -> np.ndarray | None:
         """The vector ids of the tracks meeting ``flt``, as ``allowed_ids`` for a vector search.
 
@@ -657,25 +741,30 @@ class MetadataDB:
 
         Returns:
             Sorted ``(M,)`` int64 vector ids, or ``None`` when ``flt`` is empty (no restriction).
+
+        Raises:
+            MusicSearchError: an unknown ``level``.
         """
+        if level not in ("track", "window", "all"):
+            raise MusicSearchError(f"level must be 'track', 'window' or 'all', got {level!r}")
         if flt.is_empty():
             return None
-        where, params = _filter_sql(flt)
-        sub = f"SELECT id FROM tracks WHERE {where}"
+        cols, mask = self._track_mask(flt)
         parts = []
         if level in ("track", "all"):
-            parts.append(f"SELECT vector_id FROM tracks WHERE vector_id IS NOT NULL AND id IN ({sub})")
+            vids = cols.vector_ids[mask]
+            parts.append(vids[vids >= 0])
         if level in ("window", "all"):
-            parts.append(f"SELECT vector_id FROM windows WHERE track IN ({sub})")
-        if not parts:
-            raise MusicSearchError(f"level must be 'track', 'window' or 'all', got {level!r}")
-        rows = self._con.execute(" UNION ALL ".join(parts), params * len(parts))
-        return np.sort(np.fromiter((int(r[0]) for r in rows), dtype=np.int64))
+            tracks = cols.track_ids[mask].tolist()
+            for chunk in _chunks(tracks):
+                rows = self._con.execute(f"SELECT vector_id FROM windows WHERE track IN ({_marks(chunk)})", chunk)
+                parts.append(np.fromiter((int(r[0]) for r in rows), np.int64))
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
     def filter_tracks(self, flt: MetadataFilter) -> list[int]:
         """Int ids of the tracks meeting ``flt`` (all tracks for an empty filter), sorted."""
-        where, params = _filter_sql(flt)
-        return [int(r[0]) for r in self._con.execute(f"SELECT id FROM tracks WHERE {where} ORDER BY id", params)]
+        cols, mask = self._track_mask(flt)
+        return [int(t) for t in cols.track_ids[mask].tolist()]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -691,8 +780,23 @@ def _chunks(items: Sequence[int]) -> Iterator[list[int]]:
         yield list(items[start : start + _MAX_VARS])
 
 
+def _in_sorted(sorted_keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``(N,)`` mask of the entries of ``sorted_keys`` (sorted, unique) that are in ``wanted`` (any order):
+    ``O(M log N)`` for ``M`` wanted keys."""
+    mask = np.zeros(sorted_keys.size, bool)
+    wanted = np.unique(wanted)
+    if wanted.size == 0 or sorted_keys.size == 0:
+        return mask
+    at = np.searchsorted(sorted_keys, wanted)
+    valid = at < sorted_keys.size
+    at, wanted = at[valid], wanted[valid]
+    mask[at[sorted_keys[at] == wanted]] = True
+    return mask
+
+
 def _filter_sql(flt: MetadataFilter) -> tuple[str, list[object]]:
-    """SQL condition on ``tracks`` (no alias) for ``flt`` and its bound parameters."""
+    """SQL condition on ``tracks`` (no alias) for the artist, album and folder conditions of ``flt`` (the other
+    conditions are evaluated by :meth:`MetadataDB._track_mask`) and its bound parameters."""
     cond: list[str] = ["1"]
     params: list[object] = []
     if flt.artist is not None:
@@ -701,27 +805,12 @@ def _filter_sql(flt: MetadataFilter) -> tuple[str, list[object]]:
     if flt.album is not None:
         cond.append("album_key = ?")
         params.append(fold(flt.album))
-    for column, op, value in (
-        ("year", ">=", flt.year_min),
-        ("year", "<=", flt.year_max),
-        ("duration", ">=", flt.duration_min),
-        ("duration", "<=", flt.duration_max),
-    ):
-        if value is not None:
-            cond.append(f"{column} {op} ?")
-            params.append(value)
     if flt.folder is not None:
         # The folder itself, or anything below it: "a/b" matches "a/b" and "a/b/c", not "a/bc". Range form so
         # that the index on folder is used; "0" is the character after "/".
         base = flt.folder.rstrip("/\\") or flt.folder
         cond.append("(folder = ? OR (folder >= ? AND folder < ?))")
         params += [base, base + "/", base + "0"]
-    for tag in flt.tags:
-        cond.append("EXISTS (SELECT 1 FROM tags g WHERE g.track = tracks.id AND g.tag_key = ?)")
-        params.append(fold(tag))
-    for tag in flt.without_tags:
-        cond.append("NOT EXISTS (SELECT 1 FROM tags g WHERE g.track = tracks.id AND g.tag_key = ?)")
-        params.append(fold(tag))
     return " AND ".join(cond), params
 
 

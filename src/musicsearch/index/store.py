@@ -29,7 +29,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -70,6 +70,8 @@ WINDOWS_DIR = "windows"
 LOCK_FILE = "index.lock"
 VECTORS_FILE = "vectors.f32"
 STORE_FORMAT = 1
+#: Vectors read at a time by a pass over every track vector (:meth:`Store.sample_tracks`).
+_SCAN_BLOCK = 65_536
 
 
 @dataclass(frozen=True)
@@ -276,12 +278,12 @@ class VectorFile:
     """``vectors.f32``: a float32 copy of every stored vector (tracks and windows), row ``i`` = vector id ``i``,
     read through a memory map.
 
-    The vector backends answer top-k queries but cannot return a vector by id; search needs a few by id for
-    every query (the windows of the results for their best segment, an indexed example, the candidates of a
-    negative term) and must not scan the whole index for them. Rows are written before the metadata commits
-    them (so every committed vector has its row), the file grows sparsely to the largest id, rows of removed
-    vectors are left behind (never referenced again), and a row that was never written reads as zeros, which
-    :meth:`read` reports as missing (callers then fall back to a search restricted to those ids).
+    Search needs a few vectors by id for every query (the windows of the results for their best segment, an
+    indexed example, the candidates of a negative term); this file answers from a memory map without a round
+    trip to the backend (a Milvus server) or building an id map in it. Rows are written before the metadata
+    commits them (so every committed vector has its row), the file grows sparsely to the largest id, rows of
+    removed vectors are left behind (never referenced again), and a row that was never written reads as zeros,
+    which :meth:`read` reports as missing (:meth:`Store.vectors` then asks the backend).
     Costs ``4·D`` bytes of disk per vector id allocated; pages are loaded only when read.
 
     Args:
@@ -518,6 +520,56 @@ class Store:
         self.tracks, self._windows = tracks, None  # the window index reloads on next use
         self._loaded_token = token
         return True
+
+    def vectors(self, ids: np.ndarray | Sequence[int], *, level: str = "track") -> np.ndarray:
+        """Stored vectors by id, the one route by which search reads them: rows of ``vectors.f32`` (a few pages
+        of a memory map), else the level's backend (:meth:`~musicsearch.index.backends.base.VectorBackend.get`;
+        a store without that file).
+
+        Args:
+            ids: ``(N,)`` vector ids of one level.
+            level: ``"track"`` or ``"window"``.
+
+        Returns:
+            ``(N, D)`` float32 unit rows, in the order of ``ids``.
+
+        Raises:
+            MusicSearchError: an unknown level, or an id stored in neither (a store to index again).
+        """
+        if level not in ("track", "window"):
+            raise MusicSearchError(f"level must be 'track' or 'window', got {level!r}")
+        arr = np.asarray(ids, np.int64).ravel()
+        vecs, ok = self.vector_file.read(arr)
+        if not ok.all():
+            backend = self.tracks if level == "track" else self.windows
+            vecs[~ok] = backend.get(arr[~ok])
+        return vecs
+
+    def sample_tracks(self, *, max_sample: int, seed: int = 0) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """One pass over the track vectors (read through :meth:`vectors` in blocks, never all held at once: a
+        million 256-d vectors are 1 GB): their count, their mean and a seeded sample.
+
+        Args:
+            max_sample: most vectors in the sample.
+            seed: the sample's seed.
+
+        Returns:
+            ``(n, mean (D,) float32, sample ids (S,) sorted, sample vectors (S, D))`` with ``S <= max_sample``
+            (each track kept with probability ``max_sample / n``, then the first ``max_sample`` by id).
+        """
+        dim = self.settings.dim
+        ids = self.tracks.ids()
+        n = int(ids.size)
+        if n == 0:
+            return 0, np.zeros(dim, np.float32), np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        rng = np.random.default_rng(seed)
+        p = min(1.0, max_sample / n)
+        keep = rng.random(n) < p if p < 1 else np.ones(n, bool)
+        sample = ids[keep][:max_sample]
+        total = np.zeros(dim, np.float64)
+        for start in range(0, n, _SCAN_BLOCK):
+            total += self.vectors(ids[start : start + _SCAN_BLOCK]).sum(axis=0, dtype=np.float64)
+        return n, (total / n).astype(np.float32), sample, self.vectors(sample)
 
     def save_vectors(self) -> None:
         """Save both backends (each save atomic)."""

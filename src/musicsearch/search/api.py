@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.backends.base import VectorBackend, export_vectors
+from musicsearch.index.backends.base import l2_normalize
 from musicsearch.index.backends.numpy_exact import exact_top_k
-from musicsearch.index.embedder import Embedder, unit_rows
-from musicsearch.index.metadata import MetadataDB, MetadataFilter, TrackRecord, connect_readonly, fold
-from musicsearch.index.store import METADATA_FILE, Store
+from musicsearch.index.embedder import Embedder
+from musicsearch.index.metadata import MetadataFilter, TrackRecord
+from musicsearch.index.store import Store
 from musicsearch.search.calibration import Calibration, load_or_calibrate
 from musicsearch.search.collection_map import CLUSTERS, load_or_build_map, map_view
 from musicsearch.search.query import SURROGATES, ParsedQuery, parse_filters, parse_query, short_repr
@@ -58,7 +58,6 @@ __all__ = [
     "MAX_K",
     "NO_MATCH_THRESHOLD",
     "TEXT_CACHE_SIZE",
-    "FilterIndex",
     "Result",
     "SearchResponse",
     "Searcher",
@@ -193,106 +192,8 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
-def _score_ids(backend: VectorBackend, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``(Q, M)`` cosines of queries and the stored vectors ``ids`` (``-inf`` for ids not stored), through a
-    search restricted to those ids (the backend interface has no fetch-by-id)."""
-    out = np.full((queries.shape[0], ids.size), -np.inf, np.float32)
-    if ids.size == 0:
-        return out
-    scores, hits = backend.search(queries, int(ids.size), allowed_ids=ids)
-    pos = {int(v): j for j, v in enumerate(ids.tolist())}
-    for q in range(queries.shape[0]):
-        for s, v in zip(scores[q], hits[q]):
-            if v >= 0:
-                out[q, pos[int(v)]] = s
-    return out
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The searcher
-
-
-class FilterIndex:
-    """Resolves metadata filters to the allowed track-vector ids, fast on large stores.
-
-    Year and duration conditions are evaluated on NumPy copies of those columns (one SQL read per store version:
-    a broad ``year>=1990`` over a million tracks costs a millisecond instead of materialising half a million SQL
-    rows); tag conditions go through the ``tags(tag_key)`` index; artist, album and folder through
-    :meth:`MetadataDB.resolve_filter` (indexed, selective). The result equals ``resolve_filter(flt, level="track")``
-    (tested against it).
-
-    Args:
-        db_path: the store's ``metadata.sqlite`` (opened read-only).
-    """
-
-    def __init__(self, db_path: Path) -> None:
-        self._con = connect_readonly(db_path, what="metadata database")  # works on a read-only store too
-        rows = self._con.execute(
-            "SELECT id, vector_id, year, duration FROM tracks WHERE vector_id IS NOT NULL ORDER BY id"
-        ).fetchall()
-        cols = np.array(rows, dtype=np.float64).reshape(-1, 4)  # NULL -> nan
-        self.track_ids = cols[:, 0].astype(np.int64)  # (N,) sorted
-        self.vector_ids = cols[:, 1].astype(np.int64)
-        self.year = cols[:, 2]
-        self.duration = cols[:, 3]
-        self._tag_cache: dict[str, np.ndarray] = {}
-        self._by_vector = np.argsort(self.vector_ids, kind="stable")  # positions in vector-id order
-        self._sorted_vectors = self.vector_ids[self._by_vector]
-
-    def _mask_of(self, sorted_keys: np.ndarray, order: np.ndarray | None, wanted: np.ndarray) -> np.ndarray:
-        """``(N,)`` mask of the tracks whose key is in ``wanted``; ``sorted_keys`` are the keys sorted, ``order``
-        their track positions (``None``: already in track order)."""
-        mask = np.zeros(self.track_ids.size, bool)
-        wanted = np.unique(wanted)
-        if wanted.size == 0 or sorted_keys.size == 0:
-            return mask
-        at = np.searchsorted(sorted_keys, wanted)
-        valid = at < sorted_keys.size
-        at, wanted = at[valid], wanted[valid]
-        hit = at[sorted_keys[at] == wanted]
-        mask[hit if order is None else order[hit]] = True
-        return mask
-
-    def close(self) -> None:
-        """Close the read-only connection."""
-        self._con.close()
-
-    def _tagged(self, tag: str) -> np.ndarray:
-        """Sorted track ids with ``tag`` (through the tag index; the last 256 tags asked for are kept)."""
-        key = fold(tag)
-        got = self._tag_cache.pop(key, None)
-        if got is None:
-            cursor = self._con.execute("SELECT track FROM tags WHERE tag_key = ?", (key,))
-            got = np.unique(np.fromiter((r[0] for r in cursor), np.int64))
-        self._tag_cache[key] = got  # most recent last
-        while len(self._tag_cache) > 256:
-            self._tag_cache.pop(next(iter(self._tag_cache)))
-        return got
-
-    def resolve(self, flt: MetadataFilter, db: MetadataDB) -> np.ndarray | None:
-        """Sorted ``(M,)`` int64 track-vector ids meeting ``flt``, or ``None`` for an empty filter."""
-        if flt.is_empty():
-            return None
-        mask = np.ones(self.track_ids.size, bool)
-        with np.errstate(invalid="ignore"):  # nan (NULL) compares false, as in SQL
-            for column, lo, hi in (
-                (self.year, flt.year_min, flt.year_max),
-                (self.duration, flt.duration_min, flt.duration_max),
-            ):
-                if lo is not None:
-                    mask &= column >= lo
-                if hi is not None:
-                    mask &= column <= hi
-        for tag in flt.tags:
-            mask &= self._mask_of(self.track_ids, None, self._tagged(tag))
-        for tag in flt.without_tags:
-            mask &= ~self._mask_of(self.track_ids, None, self._tagged(tag))
-        rest = MetadataFilter(artist=flt.artist, album=flt.album, folder=flt.folder)
-        if not rest.is_empty():
-            allowed = db.resolve_filter(rest, level="track")
-            if allowed is not None:
-                mask &= self._mask_of(self._sorted_vectors, self._by_vector, allowed)
-        return self._sorted_vectors[mask[self._by_vector]]  # sorted, no sort needed
 
 
 def _store_path(path: Any) -> Path:
@@ -329,10 +230,8 @@ class Searcher:
         self.text_cache = TextEmbeddingCache(thread_safe_text_encoder(embedder), text_cache_size)
         self.write_cache = write_cache
         self._lock = threading.RLock()
-        self._vectors: tuple[str, np.ndarray, np.ndarray] | None = None
         self._calibration: Calibration | None = None
         self._map: dict[str, Any] | None = None
-        self._filter_index: tuple[str, FilterIndex] | None = None
 
     @classmethod
     def open(
@@ -364,18 +263,7 @@ class Searcher:
 
     def close(self) -> None:
         """Close the store."""
-        if self._filter_index is not None:
-            self._filter_index[1].close()
         self.store.close()
-
-    def _filters(self) -> FilterIndex:
-        """The filter index of the current store version (built on first use)."""
-        token = self.store.version_token()
-        if self._filter_index is None or self._filter_index[0] != token:
-            if self._filter_index is not None:
-                self._filter_index[1].close()
-            self._filter_index = (token, FilterIndex(self.store.path / METADATA_FILE))
-        return self._filter_index[1]
 
     def __enter__(self) -> Searcher:
         return self
@@ -386,14 +274,11 @@ class Searcher:
     # -- derived data (cached) -------------------------------------------------------------------------------
 
     def track_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(vector ids (N,), unit vectors (N, D))`` of every track, sorted by id: exported on the first query by
-        an indexed example (the backend interface has no fetch by id) and kept until the store changes."""
+        """``(vector ids (N,), unit vectors (N, D))`` of every track, sorted by id (read through
+        :meth:`~musicsearch.index.store.Store.vectors`)."""
         with self._lock:
-            token = self.store.version_token()
-            if self._vectors is None or self._vectors[0] != token:
-                ids, vecs = export_vectors(self.store.tracks)
-                self._vectors = (token, ids, vecs)
-            return self._vectors[1], self._vectors[2]
+            ids = self.store.tracks.ids()
+            return ids, self.store.vectors(ids)
 
     def calibration(self) -> Calibration:
         """The store's calibration: from ``calibration.json`` when current, else computed (and saved)."""
@@ -499,15 +384,13 @@ class Searcher:
             raise MusicSearchError(
                 f"like must be a track id (integer or string) or a file path, got {type(like).__name__}"
             )
-        if rec.vector_id is not None:
-            row, ok = self.store.vector_file.read(np.array([rec.vector_id]))
-            if ok[0]:
-                return row[0], rec.id, f"track:{rec.id}"
-        ids, vecs = self.track_vectors()  # a store without vectors.f32: export once
-        j = int(np.searchsorted(ids, rec.vector_id)) if rec.vector_id is not None else -1
-        if j < 0 or j >= ids.size or ids[j] != rec.vector_id:
-            raise MusicSearchError(f"track {rec.track_id!r} has no stored vector; re-index the collection")
-        return vecs[j], rec.id, f"track:{rec.id}"
+        try:
+            if rec.vector_id is None:
+                raise MusicSearchError("no vector id")
+            vec = self.store.vectors([rec.vector_id])[0]
+        except MusicSearchError:
+            raise MusicSearchError(f"track {rec.track_id!r} has no stored vector; re-index the collection") from None
+        return vec, rec.id, f"track:{rec.id}"
 
     def _rank(self, q: np.ndarray, fetch: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``fetch`` track vectors for the unit query ``q`` among ``allowed`` (all when ``None``):
@@ -515,29 +398,25 @@ class Searcher:
 
         A filter keeping at most :data:`DIRECT_FILTER_MAX` tracks is answered exactly by scoring those tracks'
         vectors read by id (an approximate index would have to scan nearly all of its cells for them); broader
-        filters and no filter go through the index, the allowed ids as its selector.
+        filters and no filter go through the index, the allowed ids as its selector (and so does a filter some
+        of whose tracks the loaded vectors lack: an indexing run committed them after this searcher loaded).
         """
+        if allowed is not None and allowed.size == 0:
+            return np.full(fetch, -np.inf, np.float32), np.full(fetch, -1, np.int64)
         if allowed is not None and allowed.size <= DIRECT_FILTER_MAX:
-            vecs, ok = self.store.vector_file.read(allowed)
-            if ok.all():
-                if allowed.size == 0:
-                    return np.full(fetch, -np.inf, np.float32), np.full(fetch, -1, np.int64)
+            try:
+                vecs = self.store.vectors(allowed)
+            except MusicSearchError:
+                vecs = None
+            if vecs is not None:
                 s, i = exact_top_k(vecs, allowed, q[None, :], fetch)  # ties: lower id first, as the backends
                 return s[0], i[0]
         scores, vids = self.store.tracks.search(q, fetch, allowed_ids=allowed)
         return scores[0], vids[0]
 
-    def _score(self, backend: VectorBackend, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """``(Q, M)`` cosines of unit queries and stored vectors ``ids``: from ``vectors.f32`` (exact, no scan),
-        else (a store without that file) through a search restricted to those ids."""
-        out = np.full((queries.shape[0], ids.size), -np.inf, np.float32)
-        if ids.size == 0:
-            return out
-        vecs, ok = self.store.vector_file.read(ids)
-        out[:, ok] = queries @ vecs[ok].T
-        if not ok.all():
-            out[:, ~ok] = _score_ids(backend, queries, ids[~ok])
-        return out
+    def _score(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """``(Q, M)`` cosines of unit queries and the stored track vectors ``ids`` (read by id, exact)."""
+        return queries @ self.store.vectors(ids).T
 
     # -- search ----------------------------------------------------------------------------------------------
 
@@ -618,16 +497,16 @@ class Searcher:
         example, leave_out, like_desc = (None, None, None) if like is None else self._example(like, allow_files)
         if t_vec is not None and example is not None:
             w = text_weight
-            q = unit_rows(w * t_vec + (1 - w) * example, what="combined query")[0]
+            q = l2_normalize((w * t_vec + (1 - w) * example)[None, :], what="combined query")[0]
         elif t_vec is not None:
             w, q = 1.0, t_vec
         else:
             assert example is not None
-            w, q = 0.0, unit_rows(example[None, :])[0]
+            w, q = 0.0, l2_normalize(example[None, :], what="the example's vector")[0]
         embed_ms = text_ms + (time.perf_counter() - t_embed) * 1e3
 
         t_search = time.perf_counter()
-        allowed = self._filters().resolve(flt, store.db)
+        allowed = store.db.resolve_filter(flt, level="track")
         n_tracks = len(store.tracks)
         fetch = k + (1 if leave_out is not None else 0)
         if neg_vecs.shape[0]:
@@ -639,7 +518,7 @@ class Searcher:
             keep = vids >= 0
             scores, vids = scores[keep], vids[keep]
             if neg_vecs.shape[0] and vids.size:
-                neg = self._score(store.tracks, neg_vecs, vids).astype(np.float64)  # (n_neg, M)
+                neg = self._score(neg_vecs, vids).astype(np.float64)  # (n_neg, M)
                 base = (neg_vecs @ cal.mean_vector).astype(np.float64)[:, None]  # (n_neg, 1)
                 penalty = np.maximum(0.0, neg - base).sum(axis=0)  # (M,)
                 scores = scores - negative_weight * penalty
@@ -701,42 +580,20 @@ class Searcher:
         )
 
     def _segments(self, q: np.ndarray, tracks: Sequence[TrackRecord]) -> dict[int, tuple[float, float]]:
-        """Best window (start seconds, cosine) of each track for the unit query ``q``.
-
-        The tracks' window vectors are read by id from ``vectors.f32`` and compared with ``q`` (exact). For a
-        store without that file: on an exact window index a search restricted to those windows; on an
-        approximate one (where that would scan every window) first the query's top ``max(64, 4·M)`` windows, then
-        the restricted search only for tracks with none among them.
-        """
+        """Best window (start seconds, cosine) of each track for the unit query ``q``: the tracks' window vectors
+        read by id (:meth:`~musicsearch.index.store.Store.vectors`) and compared with ``q`` (exact)."""
         owner: dict[int, tuple[int, float]] = {}
         for rec in tracks:
             for w in self.store.db.windows(rec.id):
                 owner[w.vector_id] = (rec.id, w.start)
         if not owner:
             return {}
-        best: dict[int, tuple[float, float]] = {}
-
-        def take(vids: Sequence[int], scores: Sequence[float]) -> None:
-            for vid, s in zip(vids, scores):
-                if vid not in owner or not math.isfinite(s):
-                    continue
-                track, start = owner[vid]
-                if track not in best or s > best[track][1]:
-                    best[track] = (start, float(s))
-
         ids = np.array(sorted(owner), np.int64)
-        vecs, ok = self.store.vector_file.read(ids)
-        take(ids[ok].tolist(), (vecs[ok] @ q).tolist())
-        if ok.all():
-            return best
-        windows = self.store.windows  # loaded only for a store without (complete) vectors.f32
-        if not windows.exact:
-            m = min(len(windows), max(64, 4 * len(owner)))
-            scores, vids = windows.search(q, m)
-            take(vids[0].tolist(), scores[0].tolist())
-        missing = np.array([v for v in ids.tolist() if owner[v][0] not in best], np.int64)
-        if missing.size:
-            take(missing.tolist(), _score_ids(windows, q[None, :], missing)[0].tolist())
+        best: dict[int, tuple[float, float]] = {}
+        for vid, s in zip(ids.tolist(), (self.store.vectors(ids, level="window") @ q).tolist()):
+            track, start = owner[vid]
+            if math.isfinite(s) and (track not in best or s > best[track][1]):
+                best[track] = (start, float(s))
         return best
 
     def similar(self, track: int | str, k: int = 10, filters: Any = None) -> SearchResponse:

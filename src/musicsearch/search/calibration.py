@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from musicsearch.fileio import write_json
-from musicsearch.index.backends.base import scan_vectors
-from musicsearch.index.embedder import Embedder, unit_rows
-from musicsearch.index.store import METADATA_FILE, Store
+from musicsearch.index.backends.base import l2_normalize
+from musicsearch.index.embedder import Embedder
+from musicsearch.index.store import Store
 from musicsearch.search.textenc import OnnxEmbedder
 
 __all__ = [
@@ -193,7 +192,7 @@ def random_mixtures(vectors: np.ndarray, n: int, rng: np.random.Generator) -> np
     """``n`` unit vectors ``normalize(Σ g_i v_i)`` with Gaussian ``g``: directions with the spread of ``vectors``
     that stand for nothing in particular (the meaningless queries of query by example). ``(n, D)``."""
     g = rng.standard_normal((n, vectors.shape[0])) / np.sqrt(vectors.shape[0])
-    return unit_rows(g @ (vectors - vectors.mean(axis=0)) + vectors.mean(axis=0), what="random mixtures")
+    return l2_normalize(g @ (vectors - vectors.mean(axis=0)) + vectors.mean(axis=0), what="random mixtures")
 
 
 def calibrate(
@@ -225,7 +224,7 @@ def calibrate(
     rng = np.random.default_rng(seed)
     token = store.version_token()
     dim = store.settings.dim
-    n, mean, _, sample = scan_vectors(store.tracks, max_sample=max_tracks, seed=seed)
+    n, mean, _, sample = store.sample_tracks(max_sample=max_tracks, seed=seed)
     # order the sample by content, not by vector id, so that the same collection numbered differently (a store
     # merged from shards) calibrates the same whenever the whole store fits in the sample
     sample = sample[np.lexsort(sample.T[::-1])]
@@ -238,7 +237,7 @@ def calibrate(
         text_vecs = embedder.embed_texts(texts)
         null_text = random_mixtures(text_vecs, n_null, rng)
     else:
-        store_tags = _store_tags(store)
+        store_tags = store.db.tag_names()
         if len(store_tags) > 32:
             store_tags = [store_tags[i] for i in np.sort(rng.choice(len(store_tags), 32, False))]
         texts = list(dict.fromkeys([*GENERIC_QUERIES, *store_tags]))
@@ -260,15 +259,6 @@ def calibrate(
         n_tracks=int(sample.shape[0]),
         n_texts=len(texts),
     )
-
-
-def _store_tags(store: Store) -> list[str]:
-    """The distinct tags of a store (first spelling of each), sorted, read straight from its tag index."""
-    con = sqlite3.connect(f"file:{store.path / METADATA_FILE}?mode=ro", uri=True, timeout=30)
-    try:
-        return sorted(str(r[0]) for r in con.execute("SELECT MIN(tag) FROM tags GROUP BY tag_key"))
-    finally:
-        con.close()
 
 
 def load_or_calibrate(store: Store, embedder: Embedder, *, write_cache: bool = True) -> Calibration:

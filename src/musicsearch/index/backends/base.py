@@ -13,6 +13,8 @@ Contract shared by every backend (enforced here, in :class:`VectorBackend`, so b
   scores, best first (ties: lower id first in the exact backends), and ``int64`` ids; rows with fewer than ``k``
   hits are padded with id :data:`PAD_ID` (-1) and score :data:`PAD_SCORE` (-inf). ``allowed_ids`` restricts the
   hits to those ids (ids not stored are ignored; an empty array gives only padding).
+* ``get(ids)`` returns the stored vectors of ``ids`` in the order asked, ``(N, D)`` float32 unit rows (the vectors
+  given to ``add``, normalised); an id that is not stored is an error, never a silent zero row.
 * ``save(path)`` writes the store into the directory ``path`` atomically: a reader (or a crash) sees either the
   previous complete save or the new one, never a mix. ``open_backend(path)`` reopens any backend's save.
 
@@ -242,6 +244,33 @@ class VectorBackend(abc.ABC):
             scores, ids = sort_hits(scores, ids, k)
         return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
 
+    def get(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids``, in the order asked (an id may repeat).
+
+        Args:
+            ids: ``(N,)`` non-negative integer ids, each stored.
+
+        Returns:
+            ``(N, D)`` float32 unit rows: the vectors given to :meth:`add`, L2-normalised (an approximate index
+            returns them as stored, never compressed: every backend here stores vectors flat).
+
+        Raises:
+            MusicSearchError: an id that is not stored (the count and the first one named), or ids that are not
+                non-negative integers.
+        """
+        arr = as_ids(ids)
+        if arr.size == 0:
+            return np.zeros((0, self.dim), np.float32)
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        vectors, found = self._get(uniq)
+        if not found.all():
+            missing = uniq[~found]
+            raise MusicSearchError(
+                f"{missing.size} of the {uniq.size} ids asked for are not stored in this {self.name} backend (first "
+                f"{int(missing[0])}); ask for stored ids only (see ids()), or index the collection again"
+            )
+        return np.ascontiguousarray(vectors[inverse.ravel()], dtype=np.float32)
+
     def export(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every stored vector, in batches: for merging shards and moving a store to another backend.
 
@@ -322,6 +351,19 @@ class VectorBackend(abc.ABC):
         """Every stored id, any order; override when ids can be listed without reading the vectors."""
         parts = [ids for ids, _ in self.export()]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of ``(N,)`` sorted unique ids: ``(vectors (N, D) float32, found (N,) bool)``, zero rows for ids
+        not stored. This default scans :meth:`export` (O(size of the store)); backends override it with a lookup
+        by id."""
+        out = np.zeros((ids.size, self.dim), np.float32)
+        found = np.zeros(ids.size, bool)
+        for batch_ids, vecs in self.export():
+            pos = np.minimum(np.searchsorted(ids, batch_ids), ids.size - 1)
+            hit = ids[pos] == batch_ids
+            out[pos[hit]] = vecs[hit]
+            found[pos[hit]] = True
+        return out, found
 
     @abc.abstractmethod
     def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -435,42 +477,3 @@ def open_backend(path: str | os.PathLike[str]) -> VectorBackend:
     """Reopen any saved store, dispatching on the backend named in its manifest."""
     manifest = read_manifest(path)
     return backend_class(str(manifest["backend"])).open(path)
-
-
-def export_vectors(backend: VectorBackend) -> tuple[np.ndarray, np.ndarray]:
-    """Every vector of a backend sorted by id: ``(ids (N,) int64, vectors (N, D) float32)``."""
-    parts = list(backend.export())
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
-    ids = np.concatenate([p[0] for p in parts])
-    vecs = np.concatenate([p[1] for p in parts])
-    order = np.argsort(ids)
-    return ids[order], vecs[order]
-
-
-def scan_vectors(
-    backend: VectorBackend, *, max_sample: int, seed: int = 0
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """One streaming pass over a backend: the count, the mean vector and a seeded sample, without holding every
-    vector in memory (a million 128-d vectors are 512 MB).
-
-    Returns:
-        ``(n, mean (D,) float32, sample ids (S,) sorted, sample vectors (S, D))`` with ``S <= max_sample`` (each
-        vector kept with probability ``max_sample / n``, then cut to ``max_sample``).
-    """
-    n = len(backend)
-    total = np.zeros(backend.dim, np.float64)
-    if n == 0:
-        return 0, total.astype(np.float32), np.zeros(0, np.int64), np.zeros((0, backend.dim), np.float32)
-    rng = np.random.default_rng(seed)
-    p = min(1.0, max_sample / n)
-    ids_parts, vec_parts = [], []
-    for ids, vecs in backend.export():
-        total += vecs.sum(axis=0, dtype=np.float64)
-        keep = rng.random(ids.size) < p if p < 1 else np.ones(ids.size, bool)
-        ids_parts.append(ids[keep])
-        vec_parts.append(vecs[keep])
-    ids = np.concatenate(ids_parts)
-    vecs = np.concatenate(vec_parts)
-    order = np.argsort(ids)[:max_sample]
-    return n, (total / n).astype(np.float32), ids[order], vecs[order]

@@ -125,11 +125,18 @@ class FaissBackend(VectorBackend):
     def _effective_nprobe(self, index: Any) -> int:
         return min(int(index.nlist), self.nprobe if self.nprobe is not None else default_nprobe(int(index.nlist)))
 
+    def _selector_of(self, ids: np.ndarray) -> Any:
+        """The selector that removes ``ids`` (int64, kept alive by the caller): a hash set, or the plain array
+        once an IVF index keeps an id -> position map (built by :meth:`get`), which FAISS then removes by lookup."""
+        if self.mode == "ivf" and faiss.downcast_index(self._index).direct_map.type == faiss.DirectMap.Hashtable:
+            return faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids))
+        return faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))
+
     # -- hooks ---------------------------------------------------------------------------------------------
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(self):
-            self._index.remove_ids(faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids)))  # upsert
+            self._index.remove_ids(self._selector_of(ids))  # upsert
         self._index.add_with_ids(vectors, ids)
         n = len(self)
         if self.mode == "exact" and n >= self.exact_threshold:
@@ -140,7 +147,7 @@ class FaissBackend(VectorBackend):
             self._rebuild(ivf=True)
 
     def _remove(self, ids: np.ndarray) -> int:
-        removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))))
+        removed = int(self._index.remove_ids(self._selector_of(ids)))
         if self.mode == "ivf" and len(self) < self.exact_threshold // 2:
             log.info("store shrank to %d vectors: switching back to exact search", len(self))
             self._rebuild(ivf=False)
@@ -201,6 +208,20 @@ class FaissBackend(VectorBackend):
             if invlists.list_size(cell)
         ]
         return np.concatenate(parts)
+
+    def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = np.zeros((ids.size, self.dim), np.float32)
+        found = np.isin(ids, self._all_ids()) if len(self) else np.zeros(ids.size, bool)
+        if not found.any():
+            return out, found
+        if self.mode == "ivf":
+            index: Any = faiss.downcast_index(self._index)
+            if index.direct_map.type != faiss.DirectMap.Hashtable:  # id -> list position, kept up to date by FAISS
+                index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            out[found] = index.reconstruct_batch(ids[found])  # IVF-Flat codes are the raw floats
+        else:
+            out[found] = self._index.reconstruct_batch(ids[found])  # IndexIDMap2: through its id -> row map
+        return out, found
 
     def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         n = len(self)

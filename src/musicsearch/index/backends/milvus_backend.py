@@ -221,6 +221,17 @@ class MilvusBackend(VectorBackend):
             found += [int(r["id"]) for r in self._client.get(self.collection, ids=chunk, output_fields=["id"])]
         return np.array(sorted(found), dtype=np.int64)
 
+    def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = np.zeros((ids.size, self.dim), np.float32)
+        found = np.zeros(ids.size, bool)
+        for start in range(0, ids.size, self.filter_chunk):
+            chunk = ids[start : start + self.filter_chunk]
+            for row in self._client.get(self.collection, ids=chunk.tolist(), output_fields=["id", "vector"]):
+                pos = start + int(np.searchsorted(chunk, int(row["id"])))
+                out[pos] = np.asarray(row["vector"], np.float32)
+                found[pos] = True
+        return out, found
+
     def _remove(self, ids: np.ndarray) -> int:
         present = self._present(ids)  # Milvus reports the ids asked for, not those deleted: count first
         for start in range(0, present.size, self.filter_chunk):

@@ -118,6 +118,13 @@ class NumpyExactBackend(VectorBackend):
     def _all_ids(self) -> np.ndarray:
         return self._ids[: self._n].copy()
 
+    def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.array([self._row.get(i, -1) for i in ids.tolist()], dtype=np.int64)
+        found = rows >= 0
+        out = np.zeros((ids.size, self.dim), np.float32)
+        out[found] = self._vecs[rows[found]]
+        return out, found
+
     def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, self._n, batch_size):
             stop = min(self._n, start + batch_size)
