@@ -4,6 +4,7 @@ ranks as torch does, falls back to torch (with a warning) on a damaged export; t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -223,3 +224,50 @@ def test_the_server_keeps_a_bounded_text_cache(exported_store: tuple[Path, Path,
         assert cache.size == 2 and len(cache) == 2 and cache.hits == 2 and cache.misses == 3
     finally:
         app.state.searcher.close()
+
+
+def test_int8_text_tower_is_used_only_when_asked_and_intact(
+    exported_store: tuple[Path, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``text_int8``: texts from the int8 export's text tower (audio stays float32); no int8 export, or a damaged
+    one (with a warning): the float32 text tower, never a wrong answer."""
+    import shutil
+
+    store, ckpt, cache = exported_store
+    own = tmp_path / "cache"
+    shutil.copytree(cache, own)
+    monkeypatch.setenv("MUSICSEARCH_CACHE", str(own))
+    f32 = open_embedder(ckpt, onnx=True, text_int8=False)
+    assert isinstance(f32, OnnxEmbedder) and not f32.text_int8
+    assert not open_embedder(ckpt, onnx=True, text_int8=True).text_int8  # type: ignore[attr-defined]  # none yet
+    assert main(["export", "--onnx", "--int8", "--model", str(ckpt)]) == 0
+    i8 = open_embedder(ckpt, onnx=True, text_int8=True)
+    assert isinstance(i8, OnnxEmbedder) and i8.text_int8
+    assert i8.exported.folder == f32.exported.folder  # the audio tower: the float32 export
+    windows = np.random.default_rng(0).uniform(-0.5, 0.5, (2, i8.window_samples)).astype(np.float32)
+    np.testing.assert_array_equal(i8.embed_windows(windows), f32.embed_windows(windows))
+    texts = ["calm", "loud square wave", "noisy treble"]
+    a, b = f32.embed_texts(texts), i8.embed_texts(texts)
+    assert not np.array_equal(a, b)  # another graph ...
+    assert ((a * b).sum(axis=1) > 0.9).all()  # ... close to float32 (unit rows: the cosine)
+    pool = i8.use_text_sessions(2)
+    np.testing.assert_allclose(pool.encode(texts), i8.text_export.encode_text(texts), rtol=0, atol=1e-5)
+    monkeypatch.setenv("MUSICSEARCH_TEXT_INT8", "1")
+    assert open_embedder(ckpt, onnx=True).text_int8  # type: ignore[attr-defined]
+    monkeypatch.setenv("MUSICSEARCH_TEXT_INT8", "0")
+    assert not open_embedder(ckpt, onnx=True).text_int8  # type: ignore[attr-defined]
+    _, sha = weights_of(ckpt)  # type: ignore[misc]
+    text8 = export_dir_for(sha, int8=True, root=own / "onnx") / TEXT_FILE
+    data = bytearray(text8.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    text8.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="musicsearch.search.textenc"):
+        damaged = open_embedder(ckpt, onnx=True, text_int8=True)
+    assert isinstance(damaged, OnnxEmbedder) and not damaged.text_int8
+    assert "text.onnx does not match its checksum" in caplog.text and "float32 text tower" in caplog.text
+    np.testing.assert_array_equal(damaged.embed_texts(texts), a)
+    with Searcher.open(store) as searcher:  # the store accepts it: the same weights
+        assert searcher.search(QUERY, k=3).results

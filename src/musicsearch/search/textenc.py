@@ -41,17 +41,36 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ENV_ONNX",
+    "ENV_TEXT_INT8",
     "OnnxEmbedder",
     "TextEmbeddingCache",
     "TextSessionPool",
     "default_text_sessions",
     "onnx_enabled",
     "open_embedder",
+    "text_int8_enabled",
     "thread_safe_text_encoder",
 ]
 
 #: Environment switch: ``0`` (or ``false``/``no``/``off``) keeps the search path on torch.
 ENV_ONNX = "MUSICSEARCH_ONNX"
+
+
+#: Environment switch for the query text tower's precision: ``1`` runs it from the model's int8 export when there
+#: is one (the audio tower stays float32), ``0`` from the float32 export. Default: see :func:`text_int8_enabled`.
+ENV_TEXT_INT8 = "MUSICSEARCH_TEXT_INT8"
+#: Whether the search path's text tower is int8 unless ``$MUSICSEARCH_TEXT_INT8`` says otherwise (docs/results.md,
+#: issue 15: the int8 text tower's retrieval cost measured on the corpus benchmark and the real recordings).
+TEXT_INT8_DEFAULT = False
+
+
+def text_int8_enabled() -> bool:
+    """Whether the search path encodes query texts with the int8 export (``$MUSICSEARCH_TEXT_INT8``, else
+    :data:`TEXT_INT8_DEFAULT`)."""
+    value = os.environ.get(ENV_TEXT_INT8)
+    if value is None or not value.strip():
+        return TEXT_INT8_DEFAULT
+    return value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def onnx_enabled() -> bool:
@@ -117,12 +136,27 @@ class OnnxEmbedder(Embedder):
         exported: a checked export (:meth:`~musicsearch.models.onnx.ExportedModel.open`).
         source: the ``--model`` value it stands for.
         batch_size: windows per ONNX Runtime call.
+        text_export: the export whose text tower encodes texts (an int8 export of the same weights), if not
+            ``exported``'s.
+
+    Raises:
+        MusicSearchError: a batch size below 1, or a ``text_export`` of other weights.
     """
 
-    def __init__(self, exported: ExportedModel, *, source: str, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        exported: ExportedModel,
+        *,
+        source: str,
+        batch_size: int = 16,
+        text_export: ExportedModel | None = None,
+    ) -> None:
         if batch_size < 1:
             raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
+        if text_export is not None and text_export.weights_sha256 != exported.weights_sha256:
+            raise MusicSearchError(f"text export {text_export.folder} stands for other weights than {exported.folder}")
         self.exported = exported
+        self.text_export = text_export if text_export is not None else exported
         self.name = str(exported.meta["config_name"])
         self.checksum = exported.weights_sha256
         self.source = source
@@ -145,8 +179,13 @@ class OnnxEmbedder(Embedder):
         Raises:
             MusicSearchError: ``size < 1`` or ``threads < 0``.
         """
-        self._pool = TextSessionPool(self.exported, size=size, threads=threads)
+        self._pool = TextSessionPool(self.text_export, size=size, threads=threads)
         return self._pool
+
+    @property
+    def text_int8(self) -> bool:
+        """Whether texts are encoded by an int8 text tower."""
+        return bool(self.text_export.meta.get("int8"))
 
     @property
     def text_pool(self) -> TextSessionPool | None:
@@ -196,11 +235,14 @@ class OnnxEmbedder(Embedder):
             raw = pool.encode(items)
         else:
             with self._one:
-                raw = self.exported.encode_text(items)
+                raw = self.text_export.encode_text(items)
         return unit_rows(raw, what="text embeddings")
 
     def __repr__(self) -> str:
-        return f"OnnxEmbedder(name={self.name!r}, checksum={self.checksum[:12]}, folder={str(self.exported.folder)!r})"
+        return (
+            f"OnnxEmbedder(name={self.name!r}, checksum={self.checksum[:12]}, folder={str(self.exported.folder)!r}, "
+            f"text_int8={self.text_int8})"
+        )
 
 
 def _is_shipped_name(model: str) -> bool:
@@ -211,6 +253,7 @@ def open_embedder(
     model: str | os.PathLike[str] | Embedder,
     *,
     onnx: bool | None = None,
+    text_int8: bool | None = None,
     export_on_first_use: bool = True,
     batch_size: int = 16,
 ) -> Embedder:
@@ -220,7 +263,10 @@ def open_embedder(
         model: an :class:`Embedder` (returned as is), or a ``--model`` value (shipped name, file, run folder,
             published name).
         onnx: use ONNX exports (``None``: ``$MUSICSEARCH_ONNX``, default on).
-        export_on_first_use: for a shipped model without an export, make one in the cache after loading torch.
+        text_int8: encode texts with the int8 export's text tower when there is a good one (``None``:
+            :func:`text_int8_enabled`); the audio tower is always the float32 export's.
+        export_on_first_use: for a shipped model without an export, make one in the cache after loading torch
+            (and its int8 export too when ``text_int8``).
         batch_size: audio windows per forward pass.
 
     Returns:
@@ -244,7 +290,9 @@ def open_embedder(
             exported = ExportedModel.open(folder, weights_sha256=sha)
             if exported.has_text:
                 source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().exists() else spec
-                return OnnxEmbedder(exported, source=source, batch_size=batch_size)
+                want_int8 = text_int8_enabled() if text_int8 is None else text_int8
+                text_export = _int8_text_export(sha) if want_int8 else None
+                return OnnxEmbedder(exported, source=source, batch_size=batch_size, text_export=text_export)
         except StaleExportError as exc:
             log.warning("%s. Using torch for now", exc)
         return load_embedder(model, batch_size=batch_size)
@@ -255,9 +303,26 @@ def open_embedder(
         log.info("first use of model %s: exporting it to ONNX in %s (once; later queries need no torch)", spec, folder)
         try:
             export_onnx(embedder.model, folder, weights_sha256=sha, source=spec)
+            if text_int8_enabled() if text_int8 is None else text_int8:
+                export_onnx(embedder.model, export_dir_for(sha, int8=True), weights_sha256=sha, source=spec, int8=True)
         except (MusicSearchError, OSError) as exc:
             log.warning("could not export model %s to ONNX in %s (%s); searching with torch", spec, folder, exc)
     return embedder
+
+
+def _int8_text_export(sha: str) -> ExportedModel | None:
+    """The int8 export of the weights ``sha`` if there is a good one with a text tower, else ``None`` (the float32
+    text tower is used; a damaged int8 export is named in a warning)."""
+    folder = export_dir_for(sha, int8=True)
+    if not (folder / EXPORT_FILE).exists():
+        log.info("no int8 export in %s: query texts use the float32 text tower", folder)
+        return None
+    try:
+        exported = ExportedModel.open(folder, weights_sha256=sha)
+    except StaleExportError as exc:
+        log.warning("%s. Using the float32 text tower", exc)
+        return None
+    return exported if exported.has_text and exported.meta.get("int8") else None
 
 
 def thread_safe_text_encoder(embedder: Embedder) -> Callable[[Sequence[str]], np.ndarray]:
