@@ -13,6 +13,7 @@ import torch
 from tests.conftest import write_tone_corpus
 
 from musicsearch.errors import MusicSearchError
+from musicsearch.index.backends.base import l2_normalize
 from musicsearch.index.indexer import index_collection
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
@@ -26,6 +27,7 @@ from musicsearch.search.collection_map import (
     cluster_groups,
     family_groups,
     map_colourings,
+    map_coordinates,
     map_families,
     map_view,
     spherical_kmeans,
@@ -355,3 +357,18 @@ def test_map_view_samples_points_and_keeps_the_whole_maps_legend() -> None:
     assert view["count"] == 10 and view["groups"] == data["colourings"]["genre"]["groups"]
     assert view["colourings"] == [{"name": "clusters", "label": "clusters"}, {"name": "genre", "label": "genre"}]
     assert map_view(data, 20)["colour"] == CLUSTERS
+
+
+def test_map_coordinates_pca_matches_numpy_oracle() -> None:
+    rng = np.random.default_rng(1)
+    x = l2_normalize(rng.standard_normal((50, 8)) * np.array([5, 3, 1, 1, 1, 1, 1, 1]))
+    xy = map_coordinates(x)
+    assert xy.shape == (50, 2) and xy.min() == 0 and xy.max() == 1
+    xc = x - x.mean(0)
+    _, eigvec = np.linalg.eigh(np.cov(xc.T))
+    top = xc @ eigvec[:, ::-1][:, :2]  # projections on the two largest principal axes
+    for axis in range(2):
+        corr = np.corrcoef(top[:, axis], xy[:, axis])[0, 1]
+        assert abs(corr) > 0.9999
+    assert np.array_equal(map_coordinates(x), xy)  # deterministic
+    assert map_coordinates(x[:1]).tolist() == [[0.0, 0.0]]

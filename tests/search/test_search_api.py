@@ -1,4 +1,5 @@
-"""search(): query parsing, filters, calibration, and results checked against an exact NumPy oracle."""
+"""search() and Searcher: results checked against an exact NumPy oracle (query parsing is tested in
+test_query.py, calibration in test_calibration.py)."""
 
 from __future__ import annotations
 
@@ -12,149 +13,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import gaussian_mixture_vectors
 from musicsearch.data.manifest import Track, write_manifest
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.backends.base import l2_normalize
 from musicsearch.index.embedder import decode_track, load_embedder
 from musicsearch.index.indexer import index_collection
 from musicsearch.index.metadata import MetadataFilter
-from musicsearch.index.store import VectorFile
 from musicsearch.models.checkpoint import save_model
 from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import Searcher, search
-from musicsearch.search.calibration import Calibration, background_spread, gibberish, null_threshold, random_mixtures
-from musicsearch.search.collection_map import map_coordinates
-from musicsearch.search.query import MAX_QUERY_CHARS, parse_filters, parse_query
+from musicsearch.search.query import parse_filters
 
 SR = 16000
-
-
-# ------------------------------------------------------------------------------------------------ parsing
-
-
-@pytest.mark.parametrize(
-    ("text", "positive", "negatives"),
-    [
-        ("calm piano, no vocals", "calm piano", ("vocals",)),
-        ("calm piano with no vocals", "calm piano", ("vocals",)),
-        ("Piano NO Vocals", "Piano", ("Vocals",)),
-        ('jazz -drums -"electric guitar"', "jazz", ("drums", "electric guitar")),
-        ("rock without drums but with saxophone", "rock saxophone", ("drums",)),
-        ("no drums, no bass, ambient pads", "ambient pads", ("drums", "bass")),
-        ("upbeat pop minus autotune and with strings", "upbeat pop strings", ("autotune",)),
-        ("music from 1985 at -5 dB", "music from 1985 at -5 dB", ()),
-        ("sad song -vocals -VOCALS", "sad song", ("vocals",)),
-        ("a quiet song.", "a quiet song", ()),
-        ("no vocals", "", ("vocals",)),
-    ],
-)
-def test_parse_query_splits_negative_terms(text: str, positive: str, negatives: tuple[str, ...]) -> None:
-    parsed = parse_query(text)
-    assert (parsed.positive, parsed.negatives) == (positive, negatives)
-
-
-@pytest.mark.parametrize(
-    ("text", "match"),
-    [
-        ("", "empty"),
-        ("   ", "empty"),
-        ("x" * (MAX_QUERY_CHARS + 1), "limit"),
-        ("piano\x00", "control"),
-        ("caf\ufffd", "UTF-8"),
-        (" ".join(f"-t{i}" for i in range(9)) + " jazz", "negative terms"),
-    ],
-)
-def test_parse_query_rejects_bad_text(text: str, match: str) -> None:
-    with pytest.raises(MusicSearchError, match=match):
-        parse_query(text)
-
-
-def test_parse_filters() -> None:
-    f = parse_filters(
-        ["artist=Nina Simone", "year>=1960", "year<1970", "duration<=3:30", "tag=jazz", "tag!=vocals", "-tag=Drums"]
-    )
-    assert f == MetadataFilter(
-        artist="Nina Simone",
-        year_min=1960,
-        year_max=1969,
-        duration_max=210.0,
-        tags=("jazz",),
-        without_tags=("vocals", "Drums"),
-    )
-    assert parse_filters("year=1999") == MetadataFilter(year_min=1999, year_max=1999)
-    assert parse_filters(["folder=a/b", 'album="Blue Train"']) == MetadataFilter(folder="a/b", album="Blue Train")
-    strict = parse_filters("duration>60")
-    assert strict.duration_min is not None and 60 < strict.duration_min < 60.0001
-    assert parse_filters(None).is_empty() and parse_filters({"artist": "X"}) == MetadataFilter(artist="X")
-
-
-@pytest.mark.parametrize(
-    ("item", "match"),
-    [
-        ("colour=red", "unknown key"),
-        ("artist>=x", "takes '='"),
-        ("year>=nineteen", "whole number"),
-        ("year=", "empty"),
-        ("duration<=inf", "finite"),
-        ("-artist=x", "only tags"),
-        ("nonsense", "KEY OP VALUE"),
-    ],
-)
-def test_parse_filters_rejects_bad_input(item: str, match: str) -> None:
-    with pytest.raises(MusicSearchError, match=match):
-        parse_filters([item])
-    with pytest.raises(MusicSearchError, match="twice"):
-        parse_filters(["artist=a", "artist=b"])
-
-
-# -------------------------------------------------------------------------------------------- calibration
-
-
-def test_calibration_is_monotone_and_says_no_good_match_for_nonsense() -> None:
-    rng = np.random.default_rng(0)
-    tracks, centers = gaussian_mixture_vectors(2000, 32, rng=rng, n_clusters=16, spread=(0.4, 0.6))
-    mean = tracks.mean(axis=0)
-    generic = l2_normalize(rng.standard_normal((48, 32)))  # background "texts"
-    text_sd = background_spread(generic, tracks, mean)
-    null = l2_normalize(rng.standard_normal((64, 32)))  # meaningless queries: random directions
-    text_z0 = null_threshold(null, (null @ tracks.T).max(axis=1), mean, text_sd)
-    audio_sd = background_spread(tracks[:200], tracks, mean, exclude_self=True)
-    mixtures = random_mixtures(tracks[:500], 64, rng)
-    audio_z0 = null_threshold(mixtures, (mixtures @ tracks.T).max(axis=1), mean, audio_sd)
-    assert text_z0 > 2.5 and audio_z0 > 2.5  # the best of 2000 chance scores is far out in the tail
-    cal = Calibration("t", mean.astype(np.float32), text_sd, text_z0, audio_sd, audio_z0, 2000, 48)
-
-    def top_relevance(q: np.ndarray, w: float = 1.0) -> float:
-        return float(cal.relevance(np.array([np.max(tracks @ q)]), q, w)[0])
-
-    matching = l2_normalize(centers[:4, :32])  # the directions of clusters of tracks
-    nonsense = l2_normalize(rng.standard_normal((20, 32)))  # fresh meaningless queries
-    assert min(top_relevance(q) for q in matching) > 0.9
-    assert np.median([top_relevance(q) for q in nonsense]) < 0.5  # "no good match", most of the time
-    assert max(top_relevance(q) for q in nonsense) < min(top_relevance(q) for q in matching)
-    scores = np.linspace(-1, 1, 201)
-    for q, w in ((matching[0], 1.0), (nonsense[0], 0.0), (matching[1], 0.3)):
-        rel = cal.relevance(scores, q, w)
-        assert np.all(np.diff(rel) > 0) and rel.min() >= 0 and rel.max() <= 1  # strictly increasing in [0, 1]
-    roundtrip = Calibration.from_json(json.loads(json.dumps(cal.to_json())))
-    np.testing.assert_allclose(roundtrip.relevance(scores, matching[0], 1.0), cal.relevance(scores, matching[0], 1.0))
-    assert len(set(gibberish(10, np.random.default_rng(0)))) == 10
-
-
-def test_map_coordinates_pca_matches_numpy_oracle() -> None:
-    rng = np.random.default_rng(1)
-    x = l2_normalize(rng.standard_normal((50, 8)) * np.array([5, 3, 1, 1, 1, 1, 1, 1]))
-    xy = map_coordinates(x)
-    assert xy.shape == (50, 2) and xy.min() == 0 and xy.max() == 1
-    xc = x - x.mean(0)
-    _, eigvec = np.linalg.eigh(np.cov(xc.T))
-    top = xc @ eigvec[:, ::-1][:, :2]  # projections on the two largest principal axes
-    for axis in range(2):
-        corr = np.corrcoef(top[:, axis], xy[:, axis])[0, 1]
-        assert abs(corr) > 0.9999
-    assert np.array_equal(map_coordinates(x), xy)  # deterministic
-    assert map_coordinates(x[:1]).tolist() == [[0.0, 0.0]]
 
 
 # --------------------------------------------------------------------------------------------- the oracle
@@ -369,18 +239,6 @@ def test_same_results_without_the_vector_file(store: Path, tmp_path: Path) -> No
             assert [r.id for r in ra] == [r.id for r in rb]
             np.testing.assert_allclose([r.score for r in ra], [r.score for r in rb], atol=1e-5)
             assert [r.segment_start for r in ra] == [r.segment_start for r in rb]
-
-
-def test_vector_file_rows(tmp_path: Path) -> None:
-    vf = VectorFile(tmp_path / "v.f32", 4)
-    assert not vf.read(np.array([0, 3]))[1].any()  # no file yet
-    rows = l2_normalize(np.random.default_rng(0).standard_normal((3, 4)))
-    vf.write(np.array([5, 1, 9]), rows)
-    got, ok = vf.read(np.array([1, 5, 9, 0, 7, 100, -1]))
-    assert ok.tolist() == [True, True, True, False, False, False, False]
-    np.testing.assert_array_equal(got[:3], rows[[1, 0, 2]])
-    vf.write(np.array([100]), rows[:1])  # grows; an open reader sees it
-    assert vf.read(np.array([100]))[1].all()
 
 
 # ------------------------------------------------------------------------------------ hostile input, ~ paths
