@@ -1,19 +1,28 @@
-"""End-to-end query latency of search(): text encoding + vector search + metadata (+ best segment), p50/p99;
-recall@10 of the store against exact search; store size per track; server memory. Prints a table.
+"""End-to-end query latency of search() on the product's path: text encoding (the model's ONNX export, as
+``query``/``serve`` run it; torch to compare) + the store's vector index + metadata (+ best segment), p50/p99;
+recall@10 of the store's track index against exact search; store size per track; server memory. Prints a table.
 
 Synthetic collections (a store built exactly as the indexer lays it out: ``store.json``, SQLite metadata with
-artists/years/tags, a FAISS track index and a FAISS window index) of N tracks with W windows each; track vectors
-from a Gaussian mixture (clustered like real embeddings), window vectors around them. The text tower is the
-``--preset``'s (``small``: MiniLM, the CPU model), untrained: its speed is what is measured. Queries are answered
-one at a time through :class:`musicsearch.search.api.Searcher`, as the server answers them, with BLAS/OpenMP
-limited to ``--threads`` threads (1 by default: spinning OpenMP pools cost more than they save for one query).
+artists/years/tags, the FAISS track and window indexes the store picks for that size, ``vectors.f32``) of N
+tracks with W windows each; track vectors from a Gaussian mixture (clustered like real embeddings), window
+vectors around them. The text tower is ``--model``'s (default: the shipped ``default``, a ``small`` MiniLM
+model). Queries are answered one at a time through :class:`musicsearch.search.api.Searcher`, as the server
+answers them, with BLAS/OpenMP limited to ``--threads`` threads; the ways of ``--text`` take turns query by
+query on the same open store (so load drifts hit them alike):
+
+* ``onnx``: the export (made on first use, as ``query`` does) with ``--text-threads`` intra-op threads;
+* ``onnx-int8``: its int8 export (``musicsearch export --onnx --int8``; made here if missing);
+* ``torch``: the torch text tower (what the search path ran before the exports).
+
+``onnx:2`` (or ``onnx-int8:2``) runs that way with 2 intra-op threads instead of ``--text-threads``.
 
 Recall@10 is measured on the track index (what ranks results) with queries drawn from the same mixture, against
-exact NumPy search over the same vectors.
+exact NumPy search over the same vectors. Building a 1 M store takes minutes: ``--keep DIR`` keeps each store in
+``DIR`` and later runs reuse it.
 
 Usage:
-    nice -n 19 python benchmarks/query_latency.py --sizes 10000,100000
-    nice -n 19 python benchmarks/query_latency.py --sizes 1000000 --windows 1 --queries 200
+    nice -n 10 python benchmarks/query_latency.py --sizes 100000,1000000 --keep ~/.cache/musicsearch-bench
+    nice -n 10 python benchmarks/query_latency.py --sizes 10000 --text onnx,torch --queries 100
 """
 
 from __future__ import annotations
@@ -21,13 +30,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import multiprocessing as mp
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +46,11 @@ import torch
 
 from _data import gaussian_mixture_vectors
 from musicsearch.index.backends.base import l2_normalize
-from musicsearch.index.embedder import Embedder, WindowPlan
+from musicsearch.index.embedder import Embedder, WindowPlan, load_embedder
 from musicsearch.index.metadata import TrackInfo
 from musicsearch.index.store import Store, StoreSettings
-from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import Searcher
+from musicsearch.search.textenc import OnnxEmbedder, open_embedder
 
 K = 10
 TAGS = [f"tag{i}" for i in range(60)]
@@ -126,10 +136,10 @@ def build_store(
     return time.perf_counter() - t0, centers
 
 
-def _memory_probe(path: str, preset: str, out: Any) -> None:
-    """In a fresh process: RSS with the model loaded, then with the store open after 20 queries."""
-    torch.manual_seed(0)
-    embedder = Embedder.from_model(build_model(model_config(preset)), source=f"untrained {preset}")
+def _memory_probe(path: str, model: str, out: Any) -> None:
+    """In a fresh process: RSS with the model loaded (the search path's: ONNX), then with the store open after 20
+    queries."""
+    embedder = open_embedder(model)
     embedder.embed_texts(["warm up"])
     before = rss_mb()
     searcher = Searcher(Store.open(path), embedder)
@@ -139,11 +149,11 @@ def _memory_probe(path: str, preset: str, out: Any) -> None:
     searcher.close()
 
 
-def server_memory(path: Path, preset: str) -> tuple[float, float]:
+def server_memory(path: Path, model: str) -> tuple[float, float]:
     """(RSS of a process holding just the model, extra RSS once it serves the store) in MiB."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_memory_probe, args=(str(path), preset, queue))
+    proc = ctx.Process(target=_memory_probe, args=(str(path), model, queue))
     proc.start()
     before, after = queue.get(timeout=1800)
     proc.join(60)
@@ -154,6 +164,47 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def text_ways(model: str, ways: list[str], text_threads: int) -> dict[str, Embedder]:
+    """The text encoders to compare, all standing for ``model``'s weights (so the same store accepts each)."""
+    from musicsearch.models.onnx import ExportedModel, export_dir_for, export_onnx, weights_of
+
+    out: dict[str, Embedder] = {}
+    for way in ways:
+        kind, _, n = way.partition(":")
+        threads = int(n) if n else text_threads
+        if kind == "torch":
+            out[way] = load_embedder(model)
+        elif kind in ("onnx", "onnx-int8"):
+            fast = open_embedder(model, onnx=True)
+            if not isinstance(fast, OnnxEmbedder):  # a shipped model's first use: torch, and the export made
+                fast = open_embedder(model, onnx=True)
+            if not isinstance(fast, OnnxEmbedder):
+                raise SystemExit(f"model {model} has no ONNX export: musicsearch export --onnx --model {model}")
+            if kind == "onnx-int8":
+                found = weights_of(model)
+                assert found is not None
+                folder = export_dir_for(found[1], int8=True)
+                if not (folder / "export.json").exists():
+                    export_onnx(load_embedder(model).model, folder, weights_sha256=found[1], source=model, int8=True)
+                fast = OnnxEmbedder(ExportedModel.open(folder, weights_sha256=found[1]), source=fast.source)
+            fast.use_text_sessions(1, threads=threads)
+            out[way] = fast
+        else:
+            raise SystemExit(f"unknown text way {way!r} (onnx, onnx-int8, torch)")
+    return out
+
+
+@dataclass
+class WayRow:
+    p50: float
+    p99: float
+    embed_p50: float
+    search_p50: float
+    meta_p50: float
+    filt_p50: float
+    filt_p99: float
+
+
 @dataclass
 class Row:
     n: int
@@ -162,106 +213,134 @@ class Row:
     bytes_per_track: float
     rss_mb: float
     model_rss_mb: float
-    mode: str
-    p50: float
-    p99: float
-    embed_p50: float
-    search_p50: float
-    meta_p50: float
-    filt_p50: float
-    filt_p99: float
+    index: str
     recall: float
+    ways: dict[str, WayRow] = field(default_factory=dict)
 
 
-def measure(n: int, windows: int, n_queries: int, embedder: Embedder, threads: int, root: Path) -> Row:
+def open_or_build(root: Path, n: int, windows: int, embedder: Embedder, keep: bool) -> tuple[Path, float, np.ndarray]:
+    """The store of ``n`` tracks (built now, or reused from ``root`` when ``keep``): (path, build s or nan,
+    the mixture's centres)."""
     rng = np.random.default_rng(n)
-    path = root / f"store{n}"
+    path = root / f"store{n}x{windows}-{embedder.checksum[:12]}"
+    done = path / "bench-complete.json"
+    n_clusters = max(16, n // 1000)
+    if keep and done.exists():
+        print(f"[{n}] reusing {path}", file=sys.stderr, flush=True)
+        centers = gaussian_mixture_vectors(1, embedder.dim, rng=np.random.default_rng(n), n_clusters=n_clusters)[1]
+        return path, float(json.loads(done.read_text())["build_s"]), centers
     shutil.rmtree(path, ignore_errors=True)
     print(f"[{n}] building a store of {n} tracks x {windows} windows ...", file=sys.stderr, flush=True)
     build_s, centers = build_store(path, embedder, n, windows, rng)
+    done.write_text(json.dumps({"build_s": build_s}))
+    return path, build_s, centers
+
+
+def measure(
+    n: int, windows: int, n_queries: int, embedders: dict[str, Embedder], threads: int, root: Path, keep: bool
+) -> Row:
+    first = next(iter(embedders.values()))
+    path, build_s, centers = open_or_build(root, n, windows, first, keep)
     size = dir_bytes(path)
     gc.collect()
-    model_rss, rss = server_memory(path, embedder.source.split()[-1])
-    searcher = Searcher(Store.open(path), embedder)
+    model_rss, rss = server_memory(path, first.source)
+    store = Store.open(path)
+    searchers = {w: Searcher(store, e, text_cache_size=0) for w, e in embedders.items()}  # one store, shared
     t0 = time.perf_counter()
-    searcher.calibration()
-    print(f"[{n}] built in {build_s:.0f} s; calibration {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    for s in searchers.values():
+        s.calibration()
+    print(f"[{n}] calibration {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(n_queries)]
-    totals, embeds, searches, metas, filt = [], [], [], [], []
+    t = {w: {"total": [], "embed": [], "search": [], "metadata": [], "filt": []} for w in searchers}
+    rng = np.random.default_rng(n)
     with thread_limit(threads):
-        for text in texts[:5]:
-            searcher.search(text, k=K)
+        for s in searchers.values():
+            for text in texts[:5]:
+                s.search(text, k=K)
         for i, text in enumerate(texts):
-            resp = searcher.search(text, k=K)
-            t = resp.timings_ms
-            totals.append(t["total"])
-            embeds.append(t["embed"])
-            searches.append(t["search"])
-            metas.append(t["metadata"])
-            if i % 2 == 0:
-                fr = searcher.search(text, k=K, filters=[f"tag={TAGS[i % 60]}", "year>=1990"])
-                filt.append(fr.timings_ms["total"])
+            for w, s in searchers.items():  # the ways take turns, query by query
+                timings = s.search(text, k=K).timings_ms
+                for key in ("total", "embed", "search", "metadata"):
+                    t[w][key].append(timings[key])
+                if i % 2 == 0:
+                    fr = s.search(text, k=K, filters=[f"tag={TAGS[i % 60]}", "year>=1990"])
+                    t[w]["filt"].append(fr.timings_ms["total"])
         # recall@10 of the track index against exact search, queries from the same mixture
+        searcher = next(iter(searchers.values()))
         ids, all_vecs = searcher.track_vectors()
-        centers = gaussian_mixture_vectors(
-            1, embedder.dim, rng=np.random.default_rng(n), n_clusters=max(16, n // 1000)
-        )[1]
-        queries, _ = gaussian_mixture_vectors(200, embedder.dim, rng=rng, centers=centers)
-        got = searcher.store.tracks.search(queries, K)[1]
+        queries, _ = gaussian_mixture_vectors(200, first.dim, rng=rng, centers=centers)
+        got = store.tracks.search(queries, K)[1]
         exact = ids[np.argsort(-(queries @ all_vecs.T), axis=1)[:, :K]]
         recall = float(np.mean([len(set(g) & set(e)) / K for g, e in zip(got.tolist(), exact.tolist())]))
-    mode = getattr(searcher.store.tracks, "mode", "?")
-    searcher.close()
-    shutil.rmtree(path, ignore_errors=True)
+    index = describe_index(store.tracks)
+    store.close()
+    if not keep:
+        shutil.rmtree(path, ignore_errors=True)
     pct = np.percentile
-    return Row(
-        n=n,
-        windows=windows,
-        build_s=build_s,
-        bytes_per_track=size / n,
-        rss_mb=rss,
-        model_rss_mb=model_rss,
-        mode=str(mode),
-        p50=float(pct(totals, 50)),
-        p99=float(pct(totals, 99)),
-        embed_p50=float(pct(embeds, 50)),
-        search_p50=float(pct(searches, 50)),
-        meta_p50=float(pct(metas, 50)),
-        filt_p50=float(pct(filt, 50)),
-        filt_p99=float(pct(filt, 99)),
-        recall=recall,
-    )
+    row = Row(n, windows, build_s, size / n, rss, model_rss, index, recall)
+    for w, d in t.items():
+        row.ways[w] = WayRow(
+            p50=float(pct(d["total"], 50)),
+            p99=float(pct(d["total"], 99)),
+            embed_p50=float(pct(d["embed"], 50)),
+            search_p50=float(pct(d["search"], 50)),
+            meta_p50=float(pct(d["metadata"], 50)),
+            filt_p50=float(pct(d["filt"], 50)),
+            filt_p99=float(pct(d["filt"], 99)),
+        )
+    return row
+
+
+def describe_index(backend: Any) -> str:
+    """The track index as searched: ``exact`` or ``IVF<nlist>,Flat nprobe <n>`` (FAISS), else its mode."""
+    mode = str(getattr(backend, "mode", "?"))
+    index = getattr(backend, "_index", None)
+    if mode == "ivf" and index is not None and hasattr(backend, "_effective_nprobe"):
+        return f"IVF{int(index.nlist)},Flat nprobe {backend._effective_nprobe(index)}"
+    return mode
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000", help="comma-separated track counts")
     ap.add_argument("--windows", type=int, default=4, help="window vectors per track")
-    ap.add_argument("--queries", type=int, default=300, help="queries per size")
-    ap.add_argument("--preset", default="small", help="model preset whose text tower encodes the queries")
+    ap.add_argument("--queries", type=int, default=300, help="queries per size (each way answers all)")
+    ap.add_argument("--model", default="default", help="model whose text tower encodes the queries")
+    ap.add_argument("--text", default="onnx,torch", help="comma-separated text ways: onnx, onnx-int8, torch")
+    ap.add_argument("--text-threads", type=int, default=1, help="ONNX Runtime intra-op threads (0: one per core)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads per query (0: default)")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--keep", default=None, help="keep the stores in this folder and reuse them in later runs")
     args = ap.parse_args()
     torch.manual_seed(0)
-    model = build_model(model_config(args.preset))
-    embedder = Embedder.from_model(model, source=f"untrained {args.preset}")
-    root = Path(args.dir or tempfile.mkdtemp(prefix="query_latency_"))
+    ways = [w.strip() for w in args.text.split(",") if w.strip()]
+    embedders = text_ways(args.model, ways, args.text_threads)
+    root = Path(args.keep or args.dir or tempfile.mkdtemp(prefix="query_latency_")).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    rows = [measure(int(s), args.windows, args.queries, embedder, args.threads, root) for s in args.sizes.split(",")]
-    print(f"\nend-to-end query latency (preset {args.preset} text tower, {args.threads} thread(s), top-{K})\n")
+    rows = [
+        measure(int(s), args.windows, args.queries, embedders, args.threads, root, args.keep is not None)
+        for s in args.sizes.split(",")
+    ]
+    load = " ".join(f"{x:.1f}" for x in __import__("os").getloadavg())
     print(
-        "| tracks | windows/track | index | build s | store bytes/track | store RSS MB (+ model) | p50 ms | p99 ms "
-        "| embed p50 | search p50 | metadata+segment p50 | filtered p50 / p99 | recall@10 |"
+        f"\nend-to-end query latency ({args.model} text tower; ONNX {args.text_threads} intra-op thread(s); "
+        f"{args.threads} BLAS/OpenMP thread(s); top-{K}; ways alternated query by query; load average {load})\n"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| tracks | windows/track | track index | text | p50 ms | p99 ms | embed p50 | search p50 "
+        "| metadata+segment p50 | filtered p50 / p99 | recall@10 | build s | store bytes/track "
+        "| store RSS MB (+ model) |"
+    )
+    print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(
-            f"| {r.n:,} | {r.windows} | {r.mode} | {r.build_s:.0f} | {r.bytes_per_track:,.0f} "
-            f"| {r.rss_mb:,.0f} (+ {r.model_rss_mb:,.0f}) "
-            f"| {r.p50:.1f} | {r.p99:.1f} | {r.embed_p50:.1f} | {r.search_p50:.2f} | {r.meta_p50:.2f} "
-            f"| {r.filt_p50:.1f} / {r.filt_p99:.1f} | {r.recall:.3f} |"
-        )
-    shutil.rmtree(root, ignore_errors=True) if args.dir is None else None
+        for w, x in r.ways.items():
+            print(
+                f"| {r.n:,} | {r.windows} | {r.index} | {w} | {x.p50:.1f} | {x.p99:.1f} | {x.embed_p50:.1f} "
+                f"| {x.search_p50:.2f} | {x.meta_p50:.2f} | {x.filt_p50:.1f} / {x.filt_p99:.1f} | {r.recall:.3f} "
+                f"| {r.build_s:.0f} | {r.bytes_per_track:,.0f} | {r.rss_mb:,.0f} (+ {r.model_rss_mb:,.0f}) |"
+            )
+    if args.keep is None and args.dir is None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
