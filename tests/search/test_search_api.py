@@ -194,6 +194,10 @@ def test_bad_requests_are_clear_errors(store: Path, model_file: Path, tmp_path: 
     with pytest.raises(MusicSearchError, match="not a musicsearch store"):
         search(tmp_path, "x")
     assert len(search(store, "x", k=3, model=model_file)) == 3  # the same model by path is accepted
+    with Searcher.open(store) as searcher:  # an open searcher checks a model given to search() the same way
+        with pytest.raises(MusicSearchError, match="re-index"):
+            search(searcher, "x", model=tmp_path / "other.safetensors")
+        assert len(search(searcher, "x", k=3, model=model_file)) == 3
 
 
 def test_calibration_and_map_are_cached_per_store_version(store: Path, model_file: Path) -> None:

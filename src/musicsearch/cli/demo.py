@@ -19,7 +19,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--dir", default=".cache/demo", help="where the collection and its store go (reused)")
     p.add_argument("--n", type=int, default=200, help="procedural clips in the collection")
-    p.add_argument("--model", default="default", help="model name or path (default: the shipped default model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model name or path (default: the store's own model when --dir holds one, else the shipped default)",
+    )
     p.add_argument("-k", type=int, default=5, help="results per example query")
     p.add_argument("--no-serve", action="store_true", help="run the example queries and exit")
     p.add_argument("--host", default="127.0.0.1")
@@ -33,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from musicsearch.index.indexer import index_collection
+    from musicsearch.index.store import store_model
     from musicsearch.search.api import Searcher, prepare_store
     from musicsearch.search.demo import DEMO_QUERIES, build_demo_collection
 
@@ -41,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=args.n, desc="synth", unit="clip") as bar:
         manifest = build_demo_collection(root, n=args.n, workers=args.workers, progress=bar.update)
     store = root / "store"
-    print(f"2/4 indexing it with model {args.model!r} into {store}")
-    report = index_collection(manifest, store, model=args.model, workers=args.workers, prune=True, progress=True)
+    model = store_model(store, args.model)  # the one place that picks a store's model, as `musicsearch index`
+    print(f"2/4 indexing it with model {model!r} into {store}")
+    report = index_collection(manifest, store, model=model, workers=args.workers, prune=True, progress=True)
     print(f"    {report.embedded} embedded, {len(report.failed)} failed, {report.tracks_per_minute:.0f} tracks/min")
     prepare_store(store)
     print("3/4 example queries (relevance is calibrated: below 0.5 means no good match)")

@@ -642,7 +642,7 @@ def search(
         raise MusicSearchError(f"model must be a model name, a path or an Embedder, got {type(model).__name__}")
     if isinstance(store, Searcher):
         if model is not None:
-            store.store.check_model(store.store.load_embedder(model))
+            store.store.load_embedder(model)  # refuses a model other than the store's
         return store.search(query, like, k, filters, text_weight=text_weight, negative_weight=negative_weight).results
     with Searcher.open(store, model=model) as searcher:
         return searcher.search(
