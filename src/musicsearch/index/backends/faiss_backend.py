@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXACT_THRESHOLD = 50_000
 _BITMAP_MAX_BYTES = 1 << 25  # a bitmap filter up to 32 MiB (ids < 2**28); beyond, a hash set of the allowed ids
+#: An IVF index's id -> (list, offset) map kept in a hash table (built by ``get``; the stubs lack ``DirectMap``).
+_ID_HASHTABLE: int = faiss.DirectMap.Hashtable  # type: ignore[attr-defined]
 _TIE_MARGIN = 16  # extra candidates fetched so that equal scores at the cut-off can be ordered by the tie rule
 
 
@@ -128,7 +130,8 @@ class FaissBackend(VectorBackend):
     def _selector_of(self, ids: np.ndarray) -> Any:
         """The selector that removes ``ids`` (int64, kept alive by the caller): a hash set, or the plain array
         once an IVF index keeps an id -> position map (built by :meth:`get`), which FAISS then removes by lookup."""
-        if self.mode == "ivf" and faiss.downcast_index(self._index).direct_map.type == faiss.DirectMap.Hashtable:
+        index: Any = faiss.downcast_index(self._index)
+        if self.mode == "ivf" and index.direct_map.type == _ID_HASHTABLE:
             return faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids))
         return faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))
 
@@ -216,8 +219,8 @@ class FaissBackend(VectorBackend):
             return out, found
         if self.mode == "ivf":
             index: Any = faiss.downcast_index(self._index)
-            if index.direct_map.type != faiss.DirectMap.Hashtable:  # id -> list position, kept up to date by FAISS
-                index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            if index.direct_map.type != _ID_HASHTABLE:  # id -> list position, kept up to date by FAISS
+                index.set_direct_map_type(_ID_HASHTABLE)
             out[found] = index.reconstruct_batch(ids[found])  # IVF-Flat codes are the raw floats
         else:
             out[found] = self._index.reconstruct_batch(ids[found])  # IndexIDMap2: through its id -> row map
