@@ -1,5 +1,5 @@
 """search() and Searcher: results checked against an exact NumPy oracle (query parsing is tested in
-test_query.py, calibration in test_calibration.py)."""
+test_search_query.py, calibration in test_calibration.py)."""
 
 from __future__ import annotations
 
