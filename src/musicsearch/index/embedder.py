@@ -14,8 +14,8 @@ Two halves, kept apart so that decoding can run in worker processes that never i
 
 Threads: :func:`model_threads` gives the model the cores that are not decoding, and :meth:`Embedder.using_threads`
 runs it on that many (torch's intra-op pool, or the ONNX session's). Two compute threads on a core that a decoding
-process also wants make every parallel operator wait at its barrier for the descheduled thread (measured:
-docs/results.md, indexing with ONNX Runtime).
+process also wants make every parallel operator wait at its barrier for the descheduled thread (measured with
+``benchmarks/index_throughput.py``: its ``before`` runtime keeps the old thread settings).
 
 Window rule (the indexing view of a track, deterministic): ``n = min(max_windows, 1 + ceil((T - W) / H))``
 evenly spaced windows of ``W`` samples with starts ``round(i·(T - W)/(n - 1))`` — one window per hop ``H``
@@ -86,8 +86,9 @@ PREPROCESSING_VERSION = "index-v1"
 DEFAULT_MAX_WINDOWS = 16
 #: RMS level (dB re full scale) below which a file is flagged silent and not indexed.
 SILENCE_DB = -60.0
-#: Windows per forward pass by default, by runtime. Measured with the shipped ``default`` model (3 s windows), one
-#: thread: both runtimes are fastest per window in small batches (larger ones leave the cache), see docs/results.md.
+#: Windows per forward pass by default, by runtime. Measured with the shipped ``default`` model (3 s windows) on
+#: 1 and 2 threads (``benchmarks/index_throughput.py --batch-sweep``): both runtimes are fastest per window in small
+#: batches (torch's time per window grows past 4-8: larger batches leave the cache).
 DEFAULT_BATCH_TORCH = 4
 DEFAULT_BATCH_ONNX = 4
 #: Environment switch shared with the search path: ``0`` (or ``false``/``no``/``off``) keeps the model on torch.
