@@ -213,18 +213,21 @@ class FaissBackend(VectorBackend):
         return np.concatenate(parts)
 
     def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = np.zeros((ids.size, self.dim), np.float32)
-        found = np.isin(ids, self._all_ids()) if len(self) else np.zeros(ids.size, bool)
-        if not found.any():
-            return out, found
+        if len(self) == 0:
+            return np.zeros((ids.size, self.dim), np.float32), np.zeros(ids.size, bool)
+        index: Any = self._index  # IndexIDMap2: reconstructs through its id -> row map
         if self.mode == "ivf":
-            index: Any = faiss.downcast_index(self._index)
+            index = faiss.downcast_index(self._index)
             if index.direct_map.type != _ID_HASHTABLE:  # id -> list position, kept up to date by FAISS
                 index.set_direct_map_type(_ID_HASHTABLE)
-            out[found] = index.reconstruct_batch(ids[found])  # IVF-Flat codes are the raw floats
-        else:
-            out[found] = self._index.reconstruct_batch(ids[found])  # IndexIDMap2: through its id -> row map
-        return out, found
+        try:  # IVF-Flat codes are the raw floats: both modes return the vectors as stored
+            return np.asarray(index.reconstruct_batch(ids), np.float32), np.ones(ids.size, bool)
+        except RuntimeError:  # an id not stored: find which (a pass over the ids), read the others
+            found = np.isin(ids, self._all_ids())
+            out = np.zeros((ids.size, self.dim), np.float32)
+            if found.any():
+                out[found] = index.reconstruct_batch(ids[found])
+            return out, found
 
     def _export(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         n = len(self)
