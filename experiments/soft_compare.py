@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_compare import _pct, corpus_and_real, librosa_mrr, load_for_table
+from distill_compare import VGMIDI, _pct, corpus_and_real, librosa_mrr, load_for_table
 
 from musicsearch.fileio import write_json
 
@@ -83,15 +83,28 @@ def evaluate(name: str, ref: str, args: argparse.Namespace, recs: list[str], top
     out = corpus_and_real(model, info, corpus=args.corpus, real_test=str(Path(args.soft) / "real_test.jsonl"))
     out["genre_agreement"] = genre_agreement(model, Path(args.soft), recs, top)
     out["librosa"] = librosa_mrr(model)
+    if args.vgmidi:
+        from musicsearch.eval.suites import SuiteOptions, run_suite
+
+        opts = SuiteOptions(datasets=tuple((d, args.vgmidi) for d in VGMIDI), seed=0)
+        out["zeroshot"] = run_suite(model, "zeroshot", opts, model_info=out["model"])["results"]["zeroshot"]
+        out["probe"] = run_suite(model, "probe", opts, model_info=out["model"])["results"]["probe"]
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _vgmidi(r: dict[str, Any], suite: str) -> str:
+    if suite not in r:
+        return "-"
+    return " / ".join(_pct(r[suite].get(d, {}).get("accuracy")) for d in VGMIDI)
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     rows = [
         "| model | corpus tags top50 ROC / PR | corpus sentence R@1 | corpus unseen ROC | real held-out tags ROC / PR "
-        "| genre agreement with teachers | 8 real recordings MRR (top-1) |",
-        "|---|---|---|---|---|---|---|",
+        "| genre agreement with teachers | 8 real recordings MRR (top-1) | VGMIDI zero-shot Q / V / A "
+        "| VGMIDI probe Q / V / A |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         c, real = r["corpus"], r["real"]
@@ -99,7 +112,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"| {name} | {_pct(c['tags']['top50']['roc_auc'])} / {_pct(c['tags']['top50']['pr_auc'])} "
             f"| {_pct(c['sentence']['R@1'])} | {_pct(c.get('unseen', {}).get('roc_auc'))} "
             f"| {_pct(real['tags']['all']['roc_auc'])} / {_pct(real['tags']['all']['pr_auc'])} "
-            f"| {_pct(r['genre_agreement'])} | {r['librosa']['mrr']:.3f} ({_pct(r['librosa']['top1'])}) |"
+            f"| {_pct(r['genre_agreement'])} | {r['librosa']['mrr']:.3f} ({_pct(r['librosa']['top1'])}) "
+            f"| {_vgmidi(r, 'zeroshot')} | {_vgmidi(r, 'probe')} |"
         )
     return "\n".join(rows)
 
@@ -110,6 +124,7 @@ def main() -> None:
     ap.add_argument("--soft", default="runs/soft")
     ap.add_argument("--corpus", default="data/corpus/manifest.jsonl")
     ap.add_argument("--out", default="runs/compare")
+    ap.add_argument("--vgmidi", default=None, help="VGMIDI folder: also zero-shot and probing on its three tasks")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)

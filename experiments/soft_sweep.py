@@ -133,13 +133,14 @@ def main() -> None:
         tower = build_tower(args.preset, base)  # zero-initialised head: the base model's own tower alone
         cols = feature_columns(source_audio, tower.config.audio)
         results["base-untrained-head"] = score_cached(tower, real, feats, cols)
+    shared_text: dict[str, torch.Tensor] = {}  # the text side is frozen and the same for every head
     for name, overrides in parse_configs(args.configs).items():
         if name in results:
             log.info("%s: already scored", name)
             continue
         preset = str(overrides.pop("preset", args.preset))
         cfg = HeadTrainConfig(preset=preset, feature_preset=args.feature_preset, **overrides)
-        summary = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=soft, name=name)
+        summary = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=soft, name=name, text_cache=shared_text)
         model = resolve_model(summary["checkpoint"]).model
         cols = feature_columns(source_audio, model.config.audio)
         results[name] = {"config": dataclasses.asdict(cfg), **score_cached(model, real, feats, cols),

@@ -273,9 +273,9 @@ class HeadTrainConfig:
 class _TextCache:
     """Frozen text-side embeddings (joint space, L2-normalised), computed once per distinct string."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, cache: dict[str, torch.Tensor] | None = None) -> None:
         self.model = model
-        self.cache: dict[str, torch.Tensor] = {}
+        self.cache: dict[str, torch.Tensor] = {} if cache is None else cache
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         from musicsearch.models.inference import embed_texts
@@ -298,6 +298,7 @@ def train_head(
     *,
     out_dir: str | Path | None = None,
     name: str = "model",
+    text_cache: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train a musicnn tower's head on cached features (module docstring) and save the model.
 
@@ -311,6 +312,8 @@ def train_head(
         out_dir: where ``<name>.safetensors`` (float32), ``<name>.json`` (the log) and, once,
             ``real_test.jsonl`` (the held-out windows with the teachers' calibrated tags) are written.
         name: file stem of the outputs.
+        text_cache: a dict of text -> unit joint-space embedding shared between runs with the same ``base`` (the
+            text side is frozen, so several heads trained in one process embed each text once); filled here.
 
     Returns:
         A JSON-ready summary: config, windows per split, epochs' losses, best epoch, seconds, checkpoint path.
@@ -381,8 +384,8 @@ def train_head(
     if train_idx.size == 0:
         raise ConfigError("no training windows (split 'train')")
 
-    text_cache = _TextCache(model)
-    tag_emb = text_cache(tag_texts)  # (K, D), frozen
+    cached_text = _TextCache(model, text_cache)
+    tag_emb = cached_text(tag_texts)  # (K, D), frozen
     soft = SoftTargetHead()
     params = [*model.audio_encoder.head.parameters(), *model.audio_projector.parameters(), *soft.parameters()]
     if hasattr(model, "logit_scale"):
@@ -416,7 +419,7 @@ def train_head(
         is_valid = splits[i] == "valid"
         drawn = [draw_text(i, pool_rng, not is_valid) for _ in range(1 if is_valid else cfg.text_variants)]
         pools.append(sorted({d for d in drawn if d is not None}))
-    text_cache([t for p in pools for t in p])
+    cached_text([t for p in pools for t in p])
 
     def text_of(i: int, r: np.random.Generator, train: bool) -> str | None:
         p = pools[i]
@@ -430,7 +433,7 @@ def train_head(
         loss = audio.new_zeros(())
         if len(has) >= 2:
             a = F.normalize(audio[has], dim=-1)
-            t = text_cache([texts[k] for k in has])  # type: ignore[misc]
+            t = cached_text([texts[k] for k in has])  # type: ignore[misc]
             scale = model.logit_scale.exp().clamp(max=model.config.max_logit_scale)
             c = info_nce(a, t, scale)
             loss = loss + c
