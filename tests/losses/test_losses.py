@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from musicsearch.errors import ConfigError
-from musicsearch.losses import ClassificationHead, ContrastiveHead, TripletHead, negative_weights, triplet_hinge
+from musicsearch.losses.classification import ClassificationHead
+from musicsearch.losses.contrastive import ContrastiveHead
+from musicsearch.losses.triplet import TripletHead, negative_weights, triplet_hinge
 
 
 def _norm(x: np.ndarray) -> np.ndarray:

@@ -17,15 +17,14 @@ import numpy as np
 import pytest
 
 from musicsearch.errors import CheckpointError
-from musicsearch.models.pretrained import (
+from musicsearch.models.download import (
     download,
     extract_from_archive,
     find_in_folder,
-    load_pretrained,
     locate_weights,
-    published_model,
     verify_checksum,
 )
+from musicsearch.models.pretrained import load_pretrained, published_model
 
 CBS = published_model("ttmr/contrastive-bert-stochastic")
 
@@ -256,7 +255,7 @@ def test_other_layouts_are_searched_and_reported(tmp_path: Path, caplog: pytest.
             }
         )
     )
-    with caplog.at_level(logging.WARNING, logger="musicsearch.models.pretrained"):
+    with caplog.at_level(logging.WARNING, logger="musicsearch.models.download"):
         out = extract_from_archive(archive, CBS, tmp_path / "out")
     assert out.read_bytes() == b"found" and "not where expected" in caplog.text
     other = tmp_path / "b.tar.gz"

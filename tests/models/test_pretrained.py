@@ -23,9 +23,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from musicsearch.audio.features import htk_mel_filterbank
-from musicsearch.cli.main import main
 from musicsearch.errors import CheckpointError, ConfigError
-from musicsearch.models.checkpoint import load_model_file
 from musicsearch.models.convert import (
     BERT_BASE,
     BertDims,
@@ -35,18 +33,9 @@ from musicsearch.models.convert import (
     to_release_key,
 )
 from musicsearch.models.dual_encoder import TextToMusic
-from musicsearch.models.pretrained import (
-    PUBLISHED,
-    encode_tags_release,
-    export_model,
-    load_pretrained,
-    published_model,
-    release_tag_scores,
-    release_track_embedding,
-    release_window_starts,
-    release_windows,
-)
+from musicsearch.models.pretrained import PUBLISHED, load_pretrained, published_model
 from musicsearch.models.registry import model_config
+from musicsearch.models.release import encode_tags_release
 
 SMALL_BERT = BertDims(layers=2, hidden=32, intermediate=64)
 WORDS = ["rock", "jazz", "piano", "calm", "hip", "hop", "a", "for", "evening", "rainy", "mellow", "pop", "the"]
@@ -122,8 +111,8 @@ def make_bert_folder(root: Path, config: BertConfig, *, weights: bool) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture(scope="module", name="release")
+def release_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """An ``mtr.tar.gz`` (and its unpacked folder) with three variants, a small BERT folder, a fake GloVe file."""
     root = tmp_path_factory.mktemp("release")
     bert_dir = make_bert_folder(
@@ -455,50 +444,6 @@ def test_bert_variant_offline_without_a_folder_says_what_to_give(
         load_pretrained("ttmr/contrastive-bert-stochastic", weights=str(release["unpacked"]))
 
 
-# --- the release's preprocessing ------------------------------------------------------------------------------
-
-
-def test_release_window_starts_follow_the_release_formula() -> None:
-    L = 158_560
-    for t in (L + 1, 30 * 16000, 29 * 16000 + 7, 2 * L):
-        for n in (1, 3, 8):
-            hop = (t - L) // n  # the release: audio[i * hop : i * hop + L] for i in range(n)
-            assert release_window_starts(t, n, L).tolist() == [i * hop for i in range(n)]
-    assert release_window_starts(L, 3, L).tolist() == [0]
-    assert release_window_starts(1000, 3, L).tolist() == [0]
-    wave = np.arange(30 * 16000, dtype=np.float32)
-    w = release_windows(wave, 3, L)
-    assert w.shape == (3, L) and w[1, 0] == (30 * 16000 - L) // 3
-    assert release_windows(np.ones(100, np.float32), 3, L).shape == (1, L)
-
-
-def test_track_embedding_pools_as_the_release(release: dict[str, Any], tmp_path: Path) -> None:
-    L = 4000
-    wave = 0.1 * np.random.default_rng(5).standard_normal(3 * L).astype(np.float32)
-    for name, text in (("ttmr/triplet-glove-tag", release["glove"]), ("ttmr/classification-binary-tag", None)):
-        model = load_pretrained(name, weights=str(release["unpacked"]), text_encoder_path=text, cache_dir=tmp_path)
-        model.config = model.config.replace(audio={"window_samples": L})  # short windows keep the test fast
-        emb = release_track_embedding(model, wave, n_windows=2)
-        with torch.inference_mode():
-            per = model.encode_audio(torch.from_numpy(np.stack([wave[0:L], wave[L : 2 * L]])))
-        if name.startswith("ttmr/classification"):
-            per = torch.nn.functional.normalize(per, dim=-1)
-            scores = release_tag_scores(model, wave, n_windows=2)
-            with torch.inference_mode():
-                want = torch.sigmoid(
-                    model.head.logits(
-                        model.encode_audio(  # type: ignore[operator]
-                            torch.from_numpy(np.stack([wave[0:L], wave[L : 2 * L]]))
-                        )
-                    )
-                ).mean(0)
-            assert torch.allclose(scores, want) and scores.shape == (1054,)
-        assert torch.allclose(emb, per.mean(0), atol=1e-6)
-        model.train()
-        with pytest.raises(Exception, match="training mode"):
-            release_track_embedding(model, wave)
-
-
 def test_loaded_front_end_is_the_real_part_quirk(release: dict[str, Any], tmp_path: Path) -> None:
     """The converted model's mel equals an independent NumPy computation with Re(X)^2.
 
@@ -516,49 +461,3 @@ def test_loaded_front_end_is_the_real_part_quirk(release: dict[str, Any], tmp_pa
         got = model.audio_encoder.audio_representation(torch.from_numpy(wave[None].astype(np.float32)))[0]
     assert got.shape == want.shape
     assert np.abs(got.numpy() - want).max() < 1e-2
-
-
-# --- export -------------------------------------------------------------------------------------------------------
-
-
-def test_export_round_trip_is_exact(release: dict[str, Any], tmp_path: Path) -> None:
-    name = "ttmr/contrastive-bert-stochastic"
-    model = load_pretrained(name, weights=str(release["unpacked"]), text_encoder_path=release["bert"])
-    out = tmp_path / "cbs.safetensors"
-    result = export_model(model, out, source=name)
-    assert result.max_abs_diff == 0.0
-    back = load_model_file(out, sha256=result.sha256)
-    meta = back.checkpoint_meta  # type: ignore[attr-defined]
-    assert meta["published"] == name and meta["exported"]["from"] == name
-    assert meta["source"]["best_pth_sha256"] == model.checkpoint_meta["source"]["best_pth_sha256"]  # type: ignore[attr-defined]
-    assert meta["conversion"]["dropped"] == ["text_encoder.embeddings.position_ids"]
-    assert meta["preprocessing"]["retrieval_windows"] == 3
-    assert back.config == model.config
-    wave = short_wave(4)
-    with torch.inference_mode():
-        assert torch.equal(back.encode_audio(wave), model.encode_audio(wave))
-        assert torch.equal(back.encode_text(TEXTS), model.encode_text(TEXTS))
-
-
-def test_export_cli(release: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "tgt.safetensors"
-    args = [
-        "export",
-        "--model",
-        "ttmr/triplet-glove-tag",
-        "--weights",
-        str(release["unpacked"]),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--text-encoder-path",
-        release["glove"],
-        "--out",
-        str(out),
-        "--half",
-    ]
-    assert main(args) == 0
-    assert "sha256" in capsys.readouterr().out
-    back = load_model_file(out)
-    assert back.checkpoint_meta["exported"]["half"] is True  # type: ignore[attr-defined]
-    assert main(["export", "--model", str(out), "--out", str(tmp_path / "again.safetensors")]) == 0
-    assert main(["export", "--model", "ttmr/nope", "--out", str(tmp_path / "x.safetensors")]) == 2

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         parity = ", ".join(f"{k} {v:.3g}" for k, v in sorted(diff.items()) if v is not None)
         print(f"wrote {folder} (weights sha256 {sha256}); largest difference to torch: {parity}")
         return 0
-    from musicsearch.models.pretrained import export_model
+    from musicsearch.models.export import export_model
 
     result = export_model(model, args.out, half=args.half, source=args.model, verify=not args.no_verify)
     check = "" if result.max_abs_diff is None else f"; reloaded embeddings differ by at most {result.max_abs_diff:.3g}"

@@ -42,7 +42,7 @@ from musicsearch.data.manifest import Track
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import atomic_write, write_json
 from musicsearch.models.inference import SILENCE_THRESHOLD_DB, embed_windows, normalize, track_windows
-from musicsearch.models.pretrained import release_windows
+from musicsearch.models.release import release_windows
 
 __all__ = [
     "CACHE_FORMAT",
@@ -71,7 +71,7 @@ WINDOW_PLACEMENTS: dict[str, str] = {
 }
 """Where a track's windows are placed, by name, with the description recorded in reports and cache keys.
 ``even``: :func:`musicsearch.audio.chunking.evenly_spaced_starts` (on a 30 s track, 3 windows start at
-0 / 10.0 / 20.1 s); ``release``: :func:`musicsearch.models.pretrained.release_window_starts` (0 / 6.7 / 13.4 s)."""
+0 / 10.0 / 20.1 s); ``release``: :func:`musicsearch.models.release.release_window_starts` (0 / 6.7 / 13.4 s)."""
 
 
 @dataclass(frozen=True)

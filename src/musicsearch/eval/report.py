@@ -25,6 +25,7 @@ import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.fileio import atomic_write, write_json
+from musicsearch.losses.registry import OBJECTIVES
 
 __all__ = [
     "REPORT_FILE_FORMAT",
@@ -87,7 +88,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _encoder_family(model: Mapping[str, Any]) -> str:
-    if model.get("objective") == "classification":
+    name = str(model.get("objective"))
+    if name in OBJECTIVES and not OBJECTIVES.get(name).text_tower:
         return "binary"
     name = str(model.get("text_encoder") or "").lower()
     if "glove" in name or name.endswith(".txt"):

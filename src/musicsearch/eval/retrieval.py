@@ -34,6 +34,7 @@ from musicsearch.data.sources.labels import multi_hot
 from musicsearch.errors import ConfigError, ManifestError, MusicSearchError
 from musicsearch.eval import metrics
 from musicsearch.eval.metrics import TieRule
+from musicsearch.losses.registry import objective
 from musicsearch.models.inference import embed_texts, eval_mode, model_device, normalize
 
 __all__ = [
@@ -65,7 +66,7 @@ _TIE_RULES: tuple[TieRule, ...] = ("pessimistic", "optimistic", "mean", "stable"
 # ----------------------------------------------------------------------------------------------------------------
 def is_classification(model: Any) -> bool:
     """Whether the model is a classification model (no text tower; tags are classifier rows)."""
-    return str(model.config.objective) == "classification"
+    return not objective(str(model.config.objective)).text_tower
 
 
 def apply_prompt(texts: Sequence[str], prompt: str | None) -> list[str]:

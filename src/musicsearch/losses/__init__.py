@@ -1,15 +1,6 @@
-"""Training objectives, chosen by name: ``contrastive``, ``triplet``, ``classification``."""
+"""Training objectives, chosen by name from :data:`musicsearch.losses.registry.OBJECTIVES`: ``contrastive``,
+``triplet``, ``classification``.
 
-from musicsearch.losses.classification import ClassificationHead
-from musicsearch.losses.contrastive import ContrastiveHead, info_nce
-from musicsearch.losses.triplet import TripletHead, negative_weights, sample_negatives, triplet_hinge
-
-__all__ = [
-    "ClassificationHead",
-    "ContrastiveHead",
-    "TripletHead",
-    "info_nce",
-    "negative_weights",
-    "sample_negatives",
-    "triplet_hinge",
-]
+One head per file (``contrastive.py``, ``triplet.py``, ``classification.py``, ``soft_targets.py``); import them
+from there. This package imports nothing itself, so ``musicsearch.losses.registry`` can be read without torch.
+"""

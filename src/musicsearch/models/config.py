@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 from musicsearch.audio.features import MelConfig
 from musicsearch.errors import ConfigError
+from musicsearch.losses.registry import OBJECTIVES
+from musicsearch.text.sampling import SAMPLERS
 
 Objective = Literal["contrastive", "triplet", "classification"]
 TextKind = Literal["transformer", "word_vectors", "none"]
-OBJECTIVES = ("contrastive", "triplet", "classification")
-TEXT_REPRESENTATIONS = ("tag", "sentence", "stochastic")
 
 
 AudioKind = Literal["transformer", "musicnn"]
@@ -149,12 +149,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.text_rep not in TEXT_REPRESENTATIONS:
-            raise ConfigError(f"text_rep must be one of {TEXT_REPRESENTATIONS}, got {self.text_rep!r}")
-        if self.objective == "classification" and self.text.kind != "none":
-            raise ConfigError("a classification model has no text encoder: set text.kind='none'")
-        if self.objective != "classification" and self.text.kind == "none":
+            raise ConfigError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}")
+        if self.text_rep not in SAMPLERS:
+            raise ConfigError(f"text_rep must be one of {tuple(SAMPLERS)}, got {self.text_rep!r}")
+        text_tower = OBJECTIVES.get(self.objective).text_tower
+        if not text_tower and self.text.kind != "none":
+            raise ConfigError(f"a {self.objective} model has no text encoder: set text.kind='none'")
+        if text_tower and self.text.kind == "none":
             raise ConfigError(f"a {self.objective} model needs a text encoder (transformer or word_vectors)")
         if self.audio.kind not in ("transformer", "musicnn"):
             raise ConfigError(f"audio kind must be 'transformer' or 'musicnn', got {self.audio.kind!r}")

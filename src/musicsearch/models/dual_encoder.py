@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicsearch.errors import ConfigError
-from musicsearch.losses import ClassificationHead, ContrastiveHead, TripletHead
+from musicsearch.losses.classification import ClassificationHead
+from musicsearch.losses.contrastive import ContrastiveHead
+from musicsearch.losses.registry import objective
 from musicsearch.models.audio_encoder import AudioEncoder
 from musicsearch.models.config import AudioEncoderConfig, ModelConfig
 from musicsearch.text.encoders import TransformerTextEncoder, WordVectorTextEncoder
@@ -87,16 +89,9 @@ class TextToMusic(nn.Module):
             self.text_encoder = WordVectorTextEncoder(c.text.name)
         if self.text_encoder is not None:
             self.text_projector = projector(int(self.text_encoder.dim), c.joint_dim)
-        self.head: nn.Module
-        if c.objective == "contrastive":
-            self.head = ContrastiveHead(c.init_temperature, c.max_logit_scale)
+        self.head: nn.Module = objective(c.objective).build_head(c)
+        if objective(c.objective).learned_temperature:
             self.logit_scale = self.head.logit_scale
-        elif c.objective == "triplet":
-            self.head = TripletHead(c.margin, c.triplet_weighting)
-        else:
-            if not c.tags:
-                raise ConfigError("a classification model needs its tag vocabulary (config.tags)")
-            self.head = ClassificationHead(c.joint_dim, len(c.tags))
 
     # --- embedding -------------------------------------------------------------------------------
     def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:

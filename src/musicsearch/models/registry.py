@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from musicsearch.audio.features import MelConfig
 from musicsearch.errors import ConfigError
+from musicsearch.losses.registry import objective as objective_spec
 from musicsearch.models.config import AudioEncoderConfig, ModelConfig, TextEncoderConfig
 from musicsearch.registry import Registry
 
@@ -147,14 +148,15 @@ def model_config(
         ConfigError: on an unknown preset, objective or representation.
     """
     audio, default_text = PRESETS.get(preset)()
-    if objective == "classification":
+    text_tower = objective_spec(objective).text_tower
+    if not text_tower:
         text_name = "none"
     else:
         text_name = text_encoder or default_text
         if text_name == "none":
             raise ConfigError(f"a {objective} model needs a text encoder")
     text = text_encoder_config(text_name)
-    name = f"{preset}-{objective}-{text_name if objective != 'classification' else 'binary'}-{text_rep}"
+    name = f"{preset}-{objective}-{text_name if text_tower else 'binary'}-{text_rep}"
     return ModelConfig(
         name=name,
         audio=audio,

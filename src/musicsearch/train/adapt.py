@@ -34,6 +34,7 @@ from musicsearch.data.datasets import file_duration
 from musicsearch.data.manifest import Track, read_manifest, write_manifest
 from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.fileio import write_json
+from musicsearch.losses.registry import objective
 
 __all__ = ["AdaptConfig", "AdaptResult", "adapt", "preset_of", "split_recordings", "text_encoder_of"]
 
@@ -224,7 +225,7 @@ def adapt(cfg: AdaptConfig, *, progress: Callable[[int, int], None] | None = Non
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_model(cfg.model)
     mcfg = base.model.config
-    if mcfg.objective == "classification":
+    if not objective(mcfg.objective).text_tower:
         raise ConfigError("adapt fine-tunes a joint-embedding model (contrastive or triplet), not a classifier")
     if cfg.recipe == "soft":
         return _adapt_soft(cfg, base, out)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from musicsearch.errors import ConfigError
+from musicsearch.losses.registry import objective
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,9 @@ class TrainConfig:
         """The learning rate: explicit, or the release's per model family."""
         if self.lr is not None:
             return self.lr
-        if self.objective == "classification":
-            return 1e-3
+        fixed = objective(self.objective).default_lr
+        if fixed is not None:
+            return fixed
         if self.text_encoder == "glove" or (self.text_encoder or "").endswith(".txt"):
             return 1e-4
         return 5e-5

@@ -27,6 +27,7 @@ from musicsearch.data.datasets import TrackWindowDataset, collate
 from musicsearch.data.manifest import Track, read_manifest, tag_vocabulary
 from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.fileio import atomic_write, sha256_file
+from musicsearch.losses.registry import objective
 from musicsearch.losses.triplet import check_weighting
 from musicsearch.models.checkpoint import load_model_file, load_state_strict, save_model
 from musicsearch.models.dual_encoder import TextToMusic, count_parameters
@@ -171,7 +172,7 @@ class Trainer:
             mcfg = mcfg.replace(text={"trainable": cfg.text_trainable})
         if cfg.text_trainable_layers is not None and mcfg.text.kind == "transformer":
             mcfg = mcfg.replace(text={"trainable_layers": cfg.text_trainable_layers})
-        if mcfg.objective == "triplet":
+        if objective(mcfg.objective).weighted_negatives:
             mcfg = mcfg.replace(triplet_weighting=check_weighting(cfg.triplet_weighting))
         if cfg.init_from:
             init = load_model_file(cfg.init_from)
@@ -180,7 +181,7 @@ class Trainer:
                 mcfg, name="", tags=(), triplet_weighting=w
             ):
                 raise ConfigError(f"--init-from {cfg.init_from} holds a different architecture than this run's config")
-            if mcfg.objective == "classification" and init.config.tags != mcfg.tags:
+            if objective(mcfg.objective).tag_head and init.config.tags != mcfg.tags:
                 raise ConfigError("--init-from: the classification vocabulary differs from this manifest's")
             self.model: TextToMusic = init.train()
             self.model.config = mcfg
@@ -237,8 +238,7 @@ class Trainer:
                 cache=cache,
             )
             vb = max(1, min(cfg.batch_size, len(vset) // self.world))
-            if mcfg.objective != "classification":
-                vb = max(2, vb)
+            vb = max(objective(mcfg.objective).min_batch, vb)
             vsampler = GlobalBatchSampler(
                 len(vset), batch_size=vb, rank=self.rank, world=self.world, seed=0, shuffle=False
             )
