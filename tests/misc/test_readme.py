@@ -9,7 +9,7 @@ README, so a README edit that makes one stale fails here.
 
 * Fast (default run): every command line parses with the real argument parser, every Python example compiles and
   its imports resolve; the "Search your music" commands (not ``serve``) and its Python example run in-process,
-  verbatim (the shell's ``~`` expansion done by ``bash`` itself).
+  verbatim (the shell's ``~`` expansion done by ``bash`` itself), and so does the "Python library" example.
 * Slow (``-m slow``): every block in a real shell, ``serve`` included (answered over HTTP, then stopped), the
   demo and the training example with the sizes below.
 """
@@ -137,7 +137,7 @@ def test_readme_blocks_are_what_this_test_knows() -> None:
     for line in NOT_RUN:
         assert any(s.startswith(line) for s in shell), f"README no longer has {line!r}: update NOT_RUN"
     assert sum(s.startswith(SERVE) for s in shell) == 1
-    assert len(code_blocks("python")) == 2 and len(code_blocks("bash")) == 3
+    assert len(code_blocks("python")) == 3 and len(code_blocks("bash")) == 3
 
 
 def test_readme_commands_parse_and_python_examples_import(tmp_path: Path) -> None:
@@ -190,12 +190,46 @@ def test_readme_search_your_music_runs_verbatim(
     like_rows = result_rows(like_out)
     assert len(like_rows) == len(MUSIC) and like_rows[0][-1] == "song"  # a file finds its own indexed copy first
     assert float(like_rows[0][2]) > 0.999
-    (example,) = [b for b in code_blocks("python") if "search(" in b]
+    (example,) = [b for b in code_blocks("python") if "from musicsearch.search.api import search" in b]
     exec(compile(example, "README.md", "exec"), {"__name__": "__readme__"})
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
     assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
     assert {" ".join(r[2:-1]) for r in rows} <= set(MUSIC)
+
+
+def library_example() -> str:
+    """The "Python library" section's example."""
+    (block,) = [b for b in code_blocks("python") if "musicsearch.load_model()" in b]
+    return block
+
+
+def check_library_output(out: str, home: Path) -> None:
+    """What the library example prints: the song's shapes and window starts, one cosine per text, then the
+    three best tracks of the collection the example indexed."""
+    lines = out.splitlines()
+    shapes = re.match(r"^\((\d+),\) \((\d+), (\d+)\) \[(.*)\]$", lines[0])
+    assert shapes, lines[0]
+    dim, n, dim2 = int(shapes[1]), int(shapes[2]), int(shapes[3])
+    assert dim == dim2 and n >= 1 and len(shapes[4].split()) == n
+    cosines = [float(x) for x in lines[1].strip("[]").split()]
+    assert len(cosines) == 2 and all(-1.0 <= c <= 1.0 for c in cosines)
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    assert {" ".join(r[2:]) for r in rows} <= set(MUSIC)
+    assert (home / "music.store" / "store.json").is_file()
+
+
+def test_readme_python_library_runs_verbatim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The "Python library" example in-process on a fresh home: load, embed, index ``~/Music``, search."""
+    home = make_home(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(workdir(tmp_path))
+    capsys.readouterr()
+    exec(compile(library_example(), "README.md", "exec"), {"__name__": "__readme__"})
+    check_library_output(capsys.readouterr().out, home)
 
 
 # ------------------------------------------------------------------------------------------------------ slow
@@ -213,6 +247,22 @@ def shell(line: str, cwd: Path, env: dict[str, str], timeout: float = 1800) -> s
         ["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert proc.returncode == 0, f"{line}\nexit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def run_python(example: str, cwd: Path, env: dict[str, str]) -> str:
+    """Run a README Python example in the environment's interpreter; return its output, failing on an error."""
+    proc = subprocess.run(
+        [str(cwd / ".venv" / "bin" / "python"), "-"],
+        input=example,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{example}\n{proc.stderr[-4000:]}"
     return proc.stdout
 
 
@@ -278,18 +328,9 @@ def test_readme_runs_in_a_real_shell(tmp_path: Path) -> None:
                 assert result_rows(out), out
         if number >= 1:  # each later block is followed in the README by its Python example
             example = next(python_blocks)
-            proc = subprocess.run(
-                [str(cwd / ".venv" / "bin" / "python"), "-"],
-                input=example,
-                cwd=cwd,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-            assert proc.returncode == 0, f"{example}\n{proc.stderr[-4000:]}"
+            out = run_python(example, cwd, env)
             if "search(" in example:
-                assert [line.split()[0] for line in proc.stdout.splitlines()] == ["1", "2", "3", "4", "5"]
+                assert [line.split()[0] for line in out.splitlines()] == ["1", "2", "3", "4", "5"]
+    check_library_output(run_python(library_example(), cwd, env), home)
     assert (cwd / "runs" / "mine" / "best.safetensors").is_file()
     assert (cwd / ".cache" / "demo" / "store" / "store.json").is_file()  # the demo wrote into the temporary folder
