@@ -23,7 +23,7 @@ from musicsearch.teachers.tfbundle import read_bundle
 
 pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
 
-REFERENCE = Path(mn.__file__).resolve().parent / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 PROB_TOL = 1e-4
 FEATURE_TOL = 5e-4
 N_PATCHES = 3  # patches per recording compared in the default run

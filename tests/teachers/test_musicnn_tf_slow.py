@@ -27,9 +27,9 @@ from musicsearch.teachers import tfbundle
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(mn.__file__).resolve().parent / "make_reference.py"
-RECORDED = SCRIPT.parent / "reference"
+SCRIPT = Path(__file__).resolve().parent / "make_reference.py"
 FIXTURES = Path(__file__).resolve().parent / "data"
+RECORDED = FIXTURES / "reference"
 PROB_TOL = 1e-4
 FEATURE_TOL = 5e-4
 

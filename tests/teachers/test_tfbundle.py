@@ -1,6 +1,6 @@
 """The TensorFlow checkpoint reader against TensorFlow's own view of the same files.
 
-References: ``src/musicsearch/teachers/reference/bundle_tf_listing.json`` (every variable of the four shipped
+References: ``tests/teachers/data/reference/bundle_tf_listing.json`` (every variable of the four shipped
 musicnn checkpoints as ``tf.compat.v1.train.NewCheckpointReader`` reads them) and ``tests/teachers/data/
 tiny_bundle.*`` (written by ``tf.raw_ops.SaveV2``), both made by ``make_reference.py``.
 """
@@ -20,7 +20,7 @@ from musicsearch.teachers import tfbundle
 from musicsearch.teachers.musicnn import MODEL_NAMES, checkpoint_prefix
 
 DATA = Path(__file__).resolve().parent / "data"
-REFERENCE = Path(tfbundle.__file__).resolve().parent / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
 

@@ -5,5 +5,6 @@
   their input pipeline and the loading of the shipped checkpoints.
 - :mod:`musicsearch.teachers.tagger`: :class:`~musicsearch.teachers.tagger.MusicnnTagger`, tags and embeddings
   of recordings (``musicsearch tag FILE``).
-- ``make_reference.py``: records TensorFlow's outputs (run in a throwaway TensorFlow environment) for the tests.
+- ``tests/teachers/make_reference.py`` (not part of the library): records TensorFlow's outputs (run in a throwaway
+  TensorFlow environment) for the tests.
 """

@@ -5,8 +5,8 @@ Run in a throwaway environment that has TensorFlow (never in the project's ``.ve
     python3 -m venv /tmp/musicnn-tf
     /tmp/musicnn-tf/bin/pip install tensorflow-cpu tf-keras librosa soundfile
     /tmp/musicnn-tf/bin/pip install --no-deps musicnn
-    TF_USE_LEGACY_KERAS=1 /tmp/musicnn-tf/bin/python src/musicsearch/teachers/make_reference.py \\
-        --out src/musicsearch/teachers/reference --fixtures tests/teachers/data
+    TF_USE_LEGACY_KERAS=1 /tmp/musicnn-tf/bin/python tests/teachers/make_reference.py \\
+        --out tests/teachers/data/reference --fixtures tests/teachers/data
 
 This script does not import ``musicsearch`` (the throwaway environment has no torch). It writes:
 
@@ -38,9 +38,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-# Run as a script, this folder is sys.path[0], where our musicnn.py would shadow the ``musicnn`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-MUSIC = HERE.parent / "assets" / "librosa_music"
+MUSIC = HERE.parents[1] / "src" / "musicsearch" / "assets" / "librosa_music"
 CLIPS = (
     "brahms-hungarian-dance-5-string-orchestra.ogg",
     "lena-orsa-pistachio-ice-cream-ragtime.ogg",
