@@ -282,10 +282,19 @@ def test_the_model_runs_on_the_cores_the_workers_leave(onnx_on: Path, tmp_path: 
     index_collection(music, tmp_path / "torch", model=probe, workers=workers)
     assert probe.seen and set(probe.seen) == {model_threads(workers)}
     assert torch.get_num_threads() == before  # the process's setting is given back
-    fast = open_index_embedder(onnx_on)
+    fast = open_index_embedder(onnx_on, threads=5)
+    assert isinstance(fast, OnnxAudioEmbedder)
+    sessions: list[int] = []
+    run = fast._run_windows
+
+    def noting(windows: np.ndarray) -> np.ndarray:
+        sessions.append(fast.session().get_session_options().intra_op_num_threads)
+        return run(windows)
+
+    fast._run_windows = noting  # type: ignore[method-assign]
     index_collection(music, tmp_path / "onnx", model=fast, workers=workers)
-    assert isinstance(fast, OnnxAudioEmbedder) and fast.threads == model_threads(workers)
-    assert fast.session().get_session_options().intra_op_num_threads == model_threads(workers)
+    assert sessions and set(sessions) == {model_threads(workers)}
+    assert fast.threads == 5  # the embedder's own setting is given back
 
 
 # --- the pipeline ----------------------------------------------------------------------------------------------

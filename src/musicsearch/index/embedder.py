@@ -468,16 +468,19 @@ class OnnxAudioEmbedder(Embedder):
 
     @contextlib.contextmanager
     def using_threads(self, threads: int) -> Iterator[None]:
-        """Run the session on ``threads`` intra-op threads from here on (a new session when the count changes;
-        torch's threads are left alone).
+        """Run the session on ``threads`` intra-op threads inside the ``with`` block (a new session on first use
+        when the count changes; torch's threads are left alone).
 
         Raises:
             MusicSearchError: ``threads`` < 1.
         """
         if threads < 1:
             raise MusicSearchError(f"model threads must be >= 1, got {threads}")
-        self.threads = int(threads)
-        yield
+        before, self.threads = self.threads, int(threads)
+        try:
+            yield
+        finally:
+            self.threads = before
 
     def _run_windows(self, windows: np.ndarray) -> np.ndarray:
         """Checked ``(N, window_samples)`` float32 windows -> ``(N, D)`` float32 raw embeddings (ONNX Runtime).
