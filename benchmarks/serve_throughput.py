@@ -2,20 +2,22 @@
 ``--clients`` count, for several ways of serving, all in one run. Prints a table.
 
 Each way is the real server (``python -m musicsearch serve`` in its own process, on a free loopback port, limits
-raised so that no request is refused); the load is ``N`` asyncio clients (httpx, one keep-alive connection each)
-in this process, each sending its next query as soon as the previous answer arrives, for ``--seconds`` per way
-and client count, split into ``--rounds`` turns in which the ways alternate (so that load drifts hit all alike;
-all servers are started first and wait while another way is loaded). Every
-query text is new to the server (a counter runs across client counts), so the text cache never answers: what is
-measured is text encoding + vector search + metadata + HTTP. A way's first ``--warmup`` queries are not counted.
+and keep-alive/header timeouts raised so that no request is refused or cut); the load is ``N`` asyncio clients
+(httpx, one keep-alive connection each) in this process, each sending its next query as soon as the previous
+answer arrives, for ``--seconds`` per way and client count, split into ``--rounds`` turns in which the ways
+alternate (so that load drifts hit all alike; all servers are started first and wait while another way is
+loaded). Every query text is new to the server (a counter runs across client counts), so the text cache never
+answers: what is measured is text encoding + vector search + metadata + HTTP. A way's first ``--warmup`` queries
+are not counted.
 
 Ways (``--ways``, comma-separated):
 
 * ``pool``: this tree's default: one text session per core, 1 intra-op thread each, encoding off the searcher's
-  lock;
+  lock; ``pool-f32`` / ``pool-int8``: the same with the float32 / int8 text tower (``MUSICSEARCH_TEXT_INT8``);
 * ``one``: this tree with ``--text-sessions 1 --text-threads 0`` (one session using every core, one query at a
   time: the old text path);
 * ``before``: ``musicsearch serve`` of the commit ``--before`` (``git archive`` of its ``src/``), as it was;
+  ``before-torch``: the same on the torch text tower (the issue's "44 searches/s" was measured on torch);
 * ``torch``: this tree on the torch text tower (``MUSICSEARCH_ONNX=0``; one model behind a lock).
 
 The store: ``--store PATH`` or a demo-size one made here (``--tracks`` seeded 4 s clips indexed with the shipped
@@ -75,7 +77,8 @@ def start_server(store: Path, extra: list[str], env: dict[str, str], log: Path) 
     """Start ``musicsearch serve`` and wait until ``/api/health`` answers; returns (process, base URL)."""
     port = free_port()
     argv = [sys.executable, "-m", "musicsearch", "serve", "--store", str(store), "--port", str(port)]
-    argv += ["--max-connections", "1000", "--max-queued", "1000", "--queue-timeout", "600", *extra]
+    argv += ["--max-connections", "1000", "--max-queued", "1000", "--queue-timeout", "600"]
+    argv += ["--keep-alive", "120", "--header-timeout", "120", *extra]  # a starved client may be slow to send
     out = log.open("wb")
     proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -107,7 +110,11 @@ async def load(base: str, clients: int, seconds: float, counter: itertools.count
             while time.monotonic() < stop:
                 q = query_text(next(counter))
                 t0 = time.perf_counter()
-                r = await client.get("/api/search", params={"q": q, "k": k})
+                try:
+                    r = await client.get("/api/search", params={"q": q, "k": k})
+                except httpx.TransportError:  # counted; the client reconnects
+                    errors += 1
+                    continue
                 if r.status_code == 200:
                     latencies.append((time.perf_counter() - t0) * 1e3)
                 else:
@@ -156,11 +163,14 @@ def main() -> None:
         store = make_store(args.keep or tmp / "demo", args.tracks)
     from musicsearch.search.textenc import open_embedder
 
-    open_embedder("default", onnx=True)  # the export, made once as first use does, before any way is timed
+    open_embedder("default", onnx=True, text_int8=True)  # the exports, made once before any way is timed
+    open_embedder("default", onnx=True, text_int8=True)
     env = dict(os.environ)
     pool = ["--text-sessions", str(args.text_sessions)] if args.text_sessions else []
     ways: dict[str, tuple[list[str], dict[str, str]]] = {
         "pool": (pool, env),
+        "pool-f32": (pool, {**env, "MUSICSEARCH_TEXT_INT8": "0"}),
+        "pool-int8": (pool, {**env, "MUSICSEARCH_TEXT_INT8": "1"}),
         "one": (["--text-sessions", "1", "--text-threads", "0"], env),
         "torch": ([], {**env, "MUSICSEARCH_ONNX": "0"}),
     }
@@ -170,10 +180,12 @@ def main() -> None:
         archive = subprocess.run(["git", "archive", args.before, "src"], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         ways["before"] = ([], {**env, "PYTHONPATH": str(old / "src")})
+        ways["before-torch"] = ([], {**env, "PYTHONPATH": str(old / "src"), "MUSICSEARCH_ONNX": "0"})
     chosen = [w.strip() for w in args.ways.split(",") if w.strip()]
     for w in chosen:
         if w not in ways:
-            raise SystemExit(f"unknown way {w!r} (pool, one, torch; before needs --before COMMIT)")
+            known = "pool, pool-f32, pool-int8, one, torch; before and before-torch with --before"
+            raise SystemExit(f"unknown way {w!r} ({known})")
     counts = [int(c) for c in args.clients.split(",")]
     servers: dict[str, tuple[subprocess.Popen[bytes], str, itertools.count[int]]] = {}
     results: dict[tuple[str, int], list[dict[str, float]]] = {(w, n): [] for w in chosen for n in counts}
@@ -198,8 +210,15 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     rows = [(w, n, merge(results[w, n])) for w in chosen for n in counts]
-    name = {"pool": "pool (now)", "one": "1 session, all-core threads", "torch": "torch (MUSICSEARCH_ONNX=0)"}
+    name = {
+        "pool": "pool (now)",
+        "pool-f32": "pool, float32 text",
+        "pool-int8": "pool, int8 text",
+        "one": "1 session, all-core threads",
+        "torch": "torch (MUSICSEARCH_ONNX=0)",
+    }
     name["before"] = f"before ({args.before})"
+    name["before-torch"] = f"before ({args.before}), torch text tower"
     load_avg = os.getloadavg()
     print(
         f"\nstore: {store} ; distinct queries, k={args.k}, {args.seconds:g} s per row in {args.rounds} turns ; "

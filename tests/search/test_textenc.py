@@ -23,7 +23,7 @@ from musicsearch.models.checkpoint import save_model
 from musicsearch.models.onnx import TEXT_FILE, export_dir_for, weights_of
 from musicsearch.models.registry import build_model, model_config
 from musicsearch.search.api import Searcher
-from musicsearch.search.textenc import OnnxEmbedder, TextEmbeddingCache, open_embedder
+from musicsearch.search.textenc import TEXT_INT8_DEFAULT, OnnxEmbedder, TextEmbeddingCache, open_embedder
 
 HEAVY = ("torch", "transformers")
 QUERY = "calm low sine"
@@ -195,14 +195,19 @@ def test_searcher_caches_query_texts(exported_store: tuple[Path, Path, Path]) ->
 def test_a_shipped_model_is_exported_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """First use: torch, and the export is written into the cache (atomically); the next open runs on it."""
     monkeypatch.setenv("MUSICSEARCH_CACHE", str(tmp_path))
+    monkeypatch.delenv("MUSICSEARCH_TEXT_INT8", raising=False)
     first = open_embedder("procedural", onnx=True)
     assert not isinstance(first, OnnxEmbedder)
     _, sha = weights_of("procedural")  # type: ignore[misc]
-    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [export_dir_for(sha).name]
-    second = open_embedder("procedural", onnx=True)
+    made = [export_dir_for(sha).name] + ([export_dir_for(sha, int8=True).name] if TEXT_INT8_DEFAULT else [])
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted(made)
+    second = open_embedder("procedural", onnx=True, text_int8=False)
     assert isinstance(second, OnnxEmbedder) and second.checksum == first.checksum == sha
     texts = ["calm piano", "fast drums"]
     assert np.abs(second.embed_texts(texts) - first.embed_texts(texts)).max() <= 1e-4
+    third = open_embedder("procedural", onnx=True)  # the default text tower
+    assert isinstance(third, OnnxEmbedder) and third.text_int8 == TEXT_INT8_DEFAULT
+    assert ((third.embed_texts(texts) * first.embed_texts(texts)).sum(axis=1) > 0.9).all()  # unit rows
 
 
 def test_the_server_keeps_a_bounded_text_cache(exported_store: tuple[Path, Path, Path]) -> None:
