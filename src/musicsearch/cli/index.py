@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.embedder import DEFAULT_BATCH_ONNX, DEFAULT_BATCH_TORCH, open_index_embedder
+from musicsearch.index.embedder import DEFAULT_BATCH_ONNX, DEFAULT_BATCH_TORCH, model_threads, open_index_embedder
 from musicsearch.index.indexer import DECODE_TIMEOUT, default_workers, index_collection
 from musicsearch.index.shards import merge_stores, shard_store_path
 from musicsearch.index.store import store_model
@@ -173,7 +173,10 @@ def run(args: argparse.Namespace) -> int:
         import_ray()
         ray_options = RayOptions(address=None if args.ray == "local" else args.ray, actors=args.ray_actors)
         index_fn = functools.partial(index_collection_ray, options=ray_options)
-    embedder = open_index_embedder(store_model(store, args.model), batch_size=args.batch_size, device=args.device)
+    workers = default_workers() if args.workers is None else args.workers
+    embedder = open_index_embedder(  # its session made at once for the threads the run gives the model
+        store_model(store, args.model), batch_size=args.batch_size, device=args.device, threads=model_threads(workers)
+    )
     report = index_fn(
         args.source.expanduser(),
         store,
