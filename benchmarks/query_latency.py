@@ -10,8 +10,10 @@ model). Queries are answered one at a time through :class:`musicsearch.search.ap
 answers them, with BLAS/OpenMP limited to ``--threads`` threads; the ways of ``--text`` take turns query by
 query on the same open store (so load drifts hit them alike):
 
-* ``onnx``: the export (made on first use, as ``query`` does) with ``--text-threads`` intra-op threads;
-* ``onnx-int8``: its int8 export (``musicsearch export --onnx --int8``; made here if missing);
+* ``onnx``: the float32 export's text tower (made on first use, as ``query`` does) with ``--text-threads``
+  intra-op threads;
+* ``onnx-int8``: the int8 export's text tower (``musicsearch export --onnx --int8``; made on first use of a
+  shipped model), what the search path runs by default;
 * ``torch``: the torch text tower (what the search path ran before the exports).
 
 ``onnx:2`` (or ``onnx-int8:2``) runs that way with 2 intra-op threads instead of ``--text-threads``.
@@ -166,8 +168,6 @@ def dir_bytes(path: Path) -> int:
 
 def text_ways(model: str, ways: list[str], text_threads: int) -> dict[str, Embedder]:
     """The text encoders to compare, all standing for ``model``'s weights (so the same store accepts each)."""
-    from musicsearch.models.onnx import ExportedModel, export_dir_for, export_onnx, weights_of
-
     out: dict[str, Embedder] = {}
     for way in ways:
         kind, _, n = way.partition(":")
@@ -175,18 +175,15 @@ def text_ways(model: str, ways: list[str], text_threads: int) -> dict[str, Embed
         if kind == "torch":
             out[way] = load_embedder(model)
         elif kind in ("onnx", "onnx-int8"):
-            fast = open_embedder(model, onnx=True)
-            if not isinstance(fast, OnnxEmbedder):  # a shipped model's first use: torch, and the export made
-                fast = open_embedder(model, onnx=True)
-            if not isinstance(fast, OnnxEmbedder):
-                raise SystemExit(f"model {model} has no ONNX export: musicsearch export --onnx --model {model}")
-            if kind == "onnx-int8":
-                found = weights_of(model)
-                assert found is not None
-                folder = export_dir_for(found[1], int8=True)
-                if not (folder / "export.json").exists():
-                    export_onnx(load_embedder(model).model, folder, weights_sha256=found[1], source=model, int8=True)
-                fast = OnnxEmbedder(ExportedModel.open(folder, weights_sha256=found[1]), source=fast.source)
+            int8 = kind == "onnx-int8"
+            fast = open_embedder(model, onnx=True, text_int8=int8)
+            if not isinstance(fast, OnnxEmbedder):  # a shipped model's first use: torch, and the exports made
+                fast = open_embedder(model, onnx=True, text_int8=int8)
+            if not isinstance(fast, OnnxEmbedder) or fast.text_int8 != int8:
+                flag = " --int8" if int8 else ""
+                raise SystemExit(
+                    f"model {model} has no such ONNX export: musicsearch export --onnx{flag} --model {model}"
+                )
             fast.use_text_sessions(1, threads=threads)
             out[way] = fast
         else:
