@@ -326,3 +326,28 @@ def test_the_shipped_default_is_exported_on_first_use_and_indexes_as_torch(
     slow = load_embedder("default")
     windows = np.stack([tone(220.0 * (i + 1), fast.window_samples / SR, seed=i) for i in range(3)])
     assert np.abs(fast.embed_windows(windows) - slow.embed_windows(windows)).max() <= PARITY_TOLERANCE
+
+
+def test_the_index_command_runs_on_the_export(
+    onnx_on: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from musicsearch.cli.main import main
+
+    windows_run: list[int] = []  # windows each ONNX Runtime call embedded
+    run = OnnxAudioEmbedder._run_windows
+
+    def noting(self: OnnxAudioEmbedder, windows: np.ndarray) -> np.ndarray:
+        windows_run.append(windows.shape[0])
+        return run(self, windows)
+
+    monkeypatch.setattr(OnnxAudioEmbedder, "_run_windows", noting)
+    music = write_collection(tmp_path / "music", 4)
+    store = tmp_path / "store"
+    assert main(["index", str(music), "--store", str(store), "--model", str(onnx_on), "--json", "--workers", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["added"] == 4 and report["batch_size"] == DEFAULT_BATCH_ONNX
+    assert sum(windows_run) == report["windows"]  # every window went through the export
+    torch_store = tmp_path / "torch"
+    index_collection(music, torch_store, model=load_embedder(onnx_on), workers=0)
+    a, b = track_vectors(store), track_vectors(torch_store)
+    assert np.abs(np.stack([a[t] for t in sorted(a)]) - np.stack([b[t] for t in sorted(a)])).max() <= UNIT_TOL
