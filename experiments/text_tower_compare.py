@@ -373,6 +373,7 @@ SCORE_KEYS: dict[str, Callable[[dict[str, Any]], float]] = {
     "all ROC": lambda c: c["all"]["roc_auc"],
     "sent R@1": lambda c: c["sentence"]["R@1"],
     "sent R@10": lambda c: c["sentence"]["R@10"],
+    "sent MRR": lambda c: c["sentence"]["MRR"],
     "unseen ROC": lambda c: c["unseen"]["roc_auc"],
     "unseen PR": lambda c: c["unseen"]["pr_auc"],
 }
@@ -397,6 +398,19 @@ def quality_table(rows: dict[str, list[dict[str, Any]]], corpus: str) -> str:
         pos = "/".join(str(s["positive"]) for s in syn)
         cells.append(f"{_mean_sd([s['mean_margin'] for s in syn], pct=False)} ({pos} of {syn[0]['n']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def raw_synonym_table(rows: dict[str, list[dict[str, Any]]]) -> str:
+    """The synonym check in each tower's own (raw, unprojected) space: what the tower brings before training."""
+    lines = ["| tower (raw sentence embedding) | mean cos(anchor, synonym) | mean cos(anchor, unrelated) "
+             "| mean margin | min margin | pairs > 0 |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, runs in rows.items():
+        if "raw_synonyms" not in runs[0]:
+            continue
+        r = runs[0]["raw_synonyms"]
+        lines.append(f"| {name.split()[0]} | {r['mean_synonym_cos']:.3f} | {r['mean_unrelated_cos']:.3f} "
+                     f"| {r['mean_margin']:.3f} | {r['min_margin']:.3f} | {r['positive']} of {r['n']} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -583,6 +597,7 @@ def main() -> None:
     ap.add_argument("--cost-only", action="store_true", help="only the cost table (heads read back from OUT)")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--embed-only", action="store_true", help="only embed the train / valid texts into OUT/cache")
+    ap.add_argument("--report-only", action="store_true", help="only rewrite OUT/report.md from OUT/results.json")
     ap.add_argument("--max-epochs", type=int, default=150, help="head training: most epochs")
     ap.add_argument("--rounds", type=int, default=10, help="cost: interleaved rounds")
     ap.add_argument("--per-round", type=int, default=20, help="cost: queries per encoder per round")
@@ -609,7 +624,7 @@ def main() -> None:
     results_path = out / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
-    if not args.cost_only:
+    if not (args.cost_only or args.report_only):
         big = audio_splits(default, args.corpus, ("train", "valid", "test"))
         small = audio_splits(default, args.small_corpus, ("test",))
         eval_splits = {"big": (big["test"], args.corpus), "small": (small["test"], args.small_corpus)}
@@ -621,6 +636,9 @@ def main() -> None:
         }  # fmt: skip
         rows: dict[str, list[dict[str, Any]]] = {"default (shipped)": [evaluate(default, eval_splits, real)]}
         rows["default (shipped)"][0]["info"] = {"head": "shipped"}
+        for key, runs in results.get("quality", {}).items():  # towers of an earlier call (--towers a subset)
+            if key != "default (shipped)" and key.split()[0] not in towers:
+                rows[key] = runs
         for name in towers:
             raw = RawTexts(name, load_tower(name, default), out / "cache")
             trials = {
@@ -644,12 +662,14 @@ def main() -> None:
                     with atomic_path(out / f"head-{name}.pt") as tmp:
                         torch.save({"kind": kind, "dim": raw.dim, "state": head.state_dict()}, tmp)
             raw.save()
+            for key in [k for k in rows if k.split()[0] == name]:
+                del rows[key]
             rows[f"{name} + trained {kind} head"] = runs
             del raw
         results["quality"] = rows
         write_json(results_path, results)
 
-    if not args.skip_cost:
+    if not (args.skip_cost or args.report_only):
         heads: dict[str, nn.Module] = {"default (shipped)": default.text_projector}
         for name in [t for t in towers if t == "mpnet"]:  # minilm-tuned / minilm cost what the shipped side costs
             saved = torch.load(out / f"head-{name}.pt", weights_only=True)
@@ -667,6 +687,7 @@ def main() -> None:
                           ("small", f"{results['setup']['small_corpus']} test split")):  # fmt: skip
             md.append(f"**{what}** ({results['quality']['default (shipped)'][0][key]['n_clips']} clips)\n")
             md.append(quality_table(results["quality"], key) + "\n")
+        md.append(raw_synonym_table(results["quality"]) + "\n")
     if "cost" in results:
         md.append(cost_markdown(results["cost"]) + "\n")
     text = "\n".join(md)
