@@ -10,7 +10,9 @@ Three ways over the same files, for each model, track length and runtime:
 * ``naive``: one file at a time: decode, cut windows, embed that track's windows in one call, next file;
 * ``batched``: :func:`musicsearch.index.indexer.index_collection` with ``workers=0``: decoding in the main
   process, windows batched across tracks, commits to a real store;
-* ``pipeline``: the same with ``--workers`` decoding processes overlapping the model.
+* ``pipeline``: the same with ``--workers`` decoding processes overlapping the model;
+* ``pipeline-all`` (only when asked for): the pipeline with the model on every core instead of the cores the
+  workers leave, to weigh that rule on a given machine.
 
 Runtimes (``--runtimes``):
 
@@ -187,6 +189,17 @@ def _pool_as_before() -> Iterator[None]:
         indexer._pool = original  # type: ignore[assignment]
 
 
+@contextlib.contextmanager
+def _model_threads_fixed(threads: int) -> Iterator[None]:
+    """The indexer gives the model ``threads`` threads whatever the workers (for ``pipeline-all``)."""
+    original = indexer.model_threads
+    indexer.model_threads = lambda workers, cores=None: threads  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        indexer.model_threads = original  # type: ignore[assignment]
+
+
 def naive(files: list[Path], embedder: Embedder, plan: WindowPlan, row: Row) -> None:
     """One file at a time, no overlap, one model call per track, the model on every core."""
     decode_s = model_s = 0.0
@@ -211,7 +224,11 @@ def naive(files: list[Path], embedder: Embedder, plan: WindowPlan, row: Row) -> 
 def indexed(folder: Path, embedder: Embedder, row: Row, scratch: Path, *, before: bool) -> None:
     store = scratch / "store"
     shutil.rmtree(store, ignore_errors=True)
-    with _pool_as_before() if before else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if before:
+            stack.enter_context(_pool_as_before())
+        if row.way == "pipeline-all":
+            stack.enter_context(_model_threads_fixed(row.threads))
         rep = index_collection(folder, store, model=embedder, workers=row.workers, batch_size=row.batch)
     assert not rep.failed, rep.failed
     shutil.rmtree(store, ignore_errors=True)
@@ -295,7 +312,7 @@ def main() -> None:
     ap.add_argument("--seconds", default="6,30", help="excerpt lengths in seconds, comma-separated")
     ap.add_argument("--workers", type=int, default=default_workers(), help="decoding processes of the pipeline")
     ap.add_argument("--runtimes", default="before,torch,onnx", help="which of before, torch, onnx to run")
-    ap.add_argument("--ways", default="naive,batched,pipeline", help="which ways to run")
+    ap.add_argument("--ways", default="naive,batched,pipeline", help="which ways to run (and pipeline-all)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every way this many times (interleaved)")
     ap.add_argument("--batch-sweep", default="", help="batch sizes to time the model alone at, e.g. 1,2,4,8,16")
     args = ap.parse_args()
@@ -329,11 +346,11 @@ def main() -> None:
                 plan_rows: list[tuple[Row, Embedder]] = []
                 for runtime, e in emb.items():
                     for way in ways:
-                        if way == "naive" and runtime == "before":
-                            continue  # the same loop as torch's naive
-                        workers = args.workers if way == "pipeline" else 0
+                        if way in ("naive", "pipeline-all") and runtime == "before":
+                            continue  # the same as torch's naive / before's pipeline
+                        workers = args.workers if way.startswith("pipeline") else 0
                         threads = model_threads(workers)
-                        if way == "naive":
+                        if way in ("naive", "pipeline-all"):
                             threads = model_threads(0)
                         elif runtime == "before":
                             threads = torch_default  # torch's own default, whatever decodes beside it
@@ -386,7 +403,7 @@ def _report(args: argparse.Namespace, rows: list[Row], sweep_lines: list[str]) -
     for r in rows:
         u = r.usage()
         own = naive_of.get((r.model, r.seconds, "torch" if r.runtime == "before" else r.runtime))
-        nt, bw = base.get((r.model, r.seconds)), same_way.get((r.model, r.seconds, r.way))
+        nt, bw = base.get((r.model, r.seconds)), same_way.get((r.model, r.seconds, r.way.removesuffix("-all")))
         print(
             f"| {r.model} | {r.seconds:g} | {r.runtime} | {r.way} | {r.workers} | {r.threads} | {r.batch} "
             f"| {r.windows} | {r.wall_s:.1f} | {r.per_minute:.0f} | {_ratio(r, own)} | {_ratio(r, nt)} "
