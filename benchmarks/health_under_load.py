@@ -35,7 +35,13 @@ def _serve(store: Path, port: int, search_threads: int, clients: int, ready: Any
     from musicsearch.cli.serve import limit_threads
 
     limit_threads(1)  # as `musicsearch serve` does by default
-    app = create_app(store, search_threads=search_threads, max_queued=4 * clients, queue_timeout=600)
+    app = create_app(
+        store,
+        search_threads=search_threads,
+        max_queued=4 * clients,
+        queue_timeout=600,
+        thread_setup=lambda: limit_threads(1),  # in each worker thread too, as `musicsearch serve` does
+    )
     server = build_server(app, host="127.0.0.1", port=port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
