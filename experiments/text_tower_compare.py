@@ -28,12 +28,14 @@ Cost: one query's text encoding (tokeniser included), 1 intra-op thread, eager t
 with ``torch.onnx.export(..., opset_version=17, dynamo=False)``), measured interleaved in one process; model size,
 load time, and a cold process (import, load the ONNX session and tokeniser, encode one query) with its peak RSS.
 
-Usage (the numbers in docs/results.md)::
+Usage (the numbers in docs/results.md; ``make mpnet`` first)::
 
-    .venv/bin/musicsearch synth --out data/corpus-big --n 1200 --seed 1 --workers 1
+    .venv/bin/musicsearch synth --out data/corpus-big --n 648 --seed 1 --workers 1
     .venv/bin/python experiments/text_tower_compare.py --out runs/text_tower
 
-``--cost-only`` re-runs only the cost table (the trained projections are read back from ``OUT``).
+``--towers`` runs a subset (rows of earlier calls in ``OUT/results.json`` are kept); ``--embed-only`` fills a
+tower's text cache (it can run beside the audio embedding); ``--cost-only`` re-runs only the cost table (the
+trained ``mpnet`` head is read back from ``OUT``); ``--report-only`` rewrites ``OUT/report.md``.
 """
 
 from __future__ import annotations
