@@ -118,8 +118,7 @@ def test_the_layer_check_catches_an_upward_import(tmp_path: Path) -> None:
     """The check itself: a module of ``audio`` importing from ``search`` is found (and one from ``errors`` not)."""
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from musicsearch.errors import AudioError\n"
-        "def f():\n    from musicsearch.search.api import search\n",
+        "from musicsearch.errors import AudioError\ndef f():\n    from musicsearch.search.api import search\n",
         encoding="utf-8",
     )
     found = [(line, m) for line, m in _imports(bad) if LAYERS[_top(m) or "errors"] > LAYERS["audio"]]
@@ -136,7 +135,7 @@ def test_tests_mirror_the_packages() -> None:
 
 def test_architecture_page_states_the_same_layers() -> None:
     text = ARCHITECTURE.read_text(encoding="utf-8")
-    for name, layer in LAYERS.items():
+    for name in LAYERS:
         assert f"`{name}`" in text, f"docs/architecture.md does not mention `{name}`"
     for layer in sorted(set(LAYERS.values())):
         names = sorted(n for n, v in LAYERS.items() if v == layer)
