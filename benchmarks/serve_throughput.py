@@ -3,12 +3,12 @@
 
 Each way is the real server (``python -m musicsearch serve`` in its own process, on a free loopback port, limits
 and keep-alive/header timeouts raised so that no request is refused or cut); the load is ``N`` asyncio clients
-(httpx, one keep-alive connection each) in this process, each sending its next query as soon as the previous
-answer arrives, for ``--seconds`` per way and client count, split into ``--rounds`` turns in which the ways
-alternate (so that load drifts hit all alike; all servers are started first and wait while another way is
-loaded). Every query text is new to the server (a counter runs across client counts), so the text cache never
-answers: what is measured is text encoding + vector search + metadata + HTTP. A way's first ``--warmup`` queries
-are not counted.
+(an httpx client of its own each, one keep-alive connection) in this process, each sending its next query as
+soon as the previous answer arrives, for ``--seconds`` per way and client count, split into ``--rounds`` turns
+in which the ways alternate (so that load drifts hit all alike; all servers are started first and wait while
+another way is loaded). Every query text is new to the server (a counter runs across client counts), so the
+text cache never answers: what is measured is text encoding + vector search + metadata + HTTP. A way's first
+``--warmup`` queries are not counted.
 
 Ways (``--ways``, comma-separated):
 
@@ -102,11 +102,13 @@ async def load(base: str, clients: int, seconds: float, counter: itertools.count
     latencies: list[float] = []
     errors = 0
     stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
-        async def one() -> None:
-            nonlocal errors
+    async def one() -> None:
+        # a client of its own per simulated user: one shared pool of N connections costs the load generator
+        # O(N) work per request (httpcore scans its connections), CPU the server then lacks on a small machine
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
             while time.monotonic() < stop:
                 q = query_text(next(counter))
                 t0 = time.perf_counter()
@@ -120,9 +122,9 @@ async def load(base: str, clients: int, seconds: float, counter: itertools.count
                 else:
                     errors += 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(clients)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(clients)))
+    wall = time.perf_counter() - t0
     return {"wall": wall, "latencies": latencies, "errors": errors}
 
 
