@@ -6,12 +6,16 @@ Usage::
 
     .venv/bin/python experiments/ship_default.py --run runs/default --manifest data/corpus/manifest.jsonl \
         --command "musicsearch train ..."
+    # a head trained on cached features (experiments/soft_recipe.py), keeping the model it replaces by a name:
+    .venv/bin/python experiments/ship_default.py --checkpoint runs/soft2/r1.safetensors --keep-previous adapted \
+        --manifest data/corpus/manifest.jsonl --command "python experiments/soft_recipe.py ..."
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +63,26 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a training run folder (its best.safetensors ships)")
+    src.add_argument("--checkpoint", help="a checkpoint file to ship")
+    ap.add_argument("--keep-previous", default=None, help="first rename the model shipped as --name to this name")
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--command", required=True, help="the training command, recorded verbatim")
     ap.add_argument("--name", default="default")
     args = ap.parse_args()
 
-    trained = load_model_file(Path(args.run) / "best.safetensors")
+    trained = load_model_file(Path(args.checkpoint) if args.checkpoint else Path(args.run) / "best.safetensors")
     out = SHIPPED_DIR / f"{args.name}.safetensors"
+    index_path = SHIPPED_DIR / "models.json"
+    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {"models": {}}
+    if args.keep_previous and args.name in index["models"]:
+        # the earlier model stays loadable by its new name: same weights file content, renamed
+        old = index["models"].pop(args.name)
+        kept = SHIPPED_DIR / f"{args.keep_previous}.safetensors"
+        os.replace(SHIPPED_DIR / old["file"], kept)
+        index["models"][args.keep_previous] = {**old, "file": kept.name}
+        write_json(index_path, index)
     meta = dict(trained.checkpoint_meta)
     meta["command"] = args.command
     save_model(trained, out, meta=meta, half=True)
@@ -82,8 +98,6 @@ def main() -> None:
             np.asarray(reference_embeddings(shipped)["audio"]) - np.asarray(reference_embeddings(trained)["audio"])
         ).max()
     )
-    index_path = SHIPPED_DIR / "models.json"
-    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {"models": {}}
     index["models"][args.name] = {
         "file": out.name,
         "sha256": sha256_file(out),

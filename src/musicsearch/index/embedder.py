@@ -49,6 +49,7 @@ from musicsearch.audio.chunking import (
 from musicsearch.audio.io import load_audio, load_audio_windows, segment_samples
 from musicsearch.errors import AudioError, MusicSearchError
 from musicsearch.fileio import sha256_file
+from musicsearch.index.backends.base import l2_normalize
 
 if TYPE_CHECKING:
     from musicsearch.index.metadata import StoreInfo
@@ -74,7 +75,6 @@ __all__ = [
     "onnx_enabled",
     "open_index_embedder",
     "single_threaded",
-    "unit_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,23 +97,6 @@ ENV_ONNX = "MUSICSEARCH_ONNX"
 
 class SilentAudioError(AudioError):
     """A file decodes but holds only silence (its embedding would say nothing about music)."""
-
-
-def unit_rows(x: np.ndarray, *, what: str = "embeddings") -> np.ndarray:
-    """L2-normalise the rows of ``x`` (``(N, D)`` float) into a new float32 array.
-
-    Raises:
-        MusicSearchError: if a row is not finite or has zero norm (never returns NaN).
-    """
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[None, :]
-    if not np.isfinite(a).all():
-        raise MusicSearchError(f"{what} hold NaN or infinity; the model weights are probably damaged")
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise MusicSearchError(f"{what} hold an all-zero vector, which has no direction to compare")
-    return (a / norms).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -363,7 +346,7 @@ class Embedder:
     def embed_decoded(self, decoded: DecodedTrack) -> tuple[np.ndarray, np.ndarray]:
         """One decoded track -> ``(track (D,) unit float32, windows (n, D) unit float32)``."""
         raw = self.embed_windows(decoded.windows)  # (n, D)
-        return track_vector(raw), unit_rows(raw, what="window embeddings")
+        return track_vector(raw), l2_normalize(raw, what="window embeddings")
 
     def embed_file(
         self,
@@ -393,7 +376,7 @@ class Embedder:
         """
         from musicsearch.models.inference import embed_texts
 
-        return unit_rows(embed_texts(self.model, list(texts)), what="text embeddings")
+        return l2_normalize(embed_texts(self.model, list(texts)), what="text embeddings")
 
     def __repr__(self) -> str:
         return f"Embedder(name={self.name!r}, checksum={self.checksum[:12]}, source={self.source!r})"
@@ -505,7 +488,7 @@ class OnnxAudioEmbedder(Embedder):
             return super().embed_texts(items)
         if not all(isinstance(t, str) for t in items):
             raise MusicSearchError("texts must be strings")
-        return unit_rows(self.exported.encode_text(items), what="text embeddings")
+        return l2_normalize(self.exported.encode_text(items), what="text embeddings")
 
     def __repr__(self) -> str:
         return (
@@ -638,7 +621,7 @@ def open_index_embedder(
 def track_vector(window_embeddings: np.ndarray) -> np.ndarray:
     """The track vector: the mean of the raw window embeddings ``(n, D)``, L2-normalised, ``(D,)`` float32."""
     mean = np.asarray(window_embeddings, dtype=np.float64).mean(axis=0)
-    return unit_rows(mean[None, :], what="track embedding")[0]
+    return l2_normalize(mean[None, :], what="track embedding")[0]
 
 
 def load_embedder(model: str | os.PathLike[str] | Embedder, *, batch_size: int = 16, device: str = "cpu") -> Embedder:

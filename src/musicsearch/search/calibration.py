@@ -29,6 +29,7 @@ from musicsearch.fileio import write_json
 from musicsearch.index.backends.base import l2_normalize
 from musicsearch.index.embedder import Embedder
 from musicsearch.index.store import Store
+from musicsearch.losses.registry import objective
 from musicsearch.search.textenc import OnnxEmbedder
 
 __all__ = [
@@ -232,7 +233,7 @@ def calibrate(
         return Calibration(token, np.zeros(dim, np.float32), 1.0, 1.645, 1.0, 1.645, 0, 0)
     # an ONNX export has a text tower, so it is never a classification model (and holds no torch config)
     config = None if isinstance(embedder, OnnxEmbedder) else embedder.model.config
-    if getattr(config, "objective", "") == "classification":
+    if config is not None and not objective(config.objective).text_tower:  # a text is a tag of the classifier
         texts = list(getattr(config, "tags", ()))
         text_vecs = embedder.embed_texts(texts)
         null_text = random_mixtures(text_vecs, n_null, rng)

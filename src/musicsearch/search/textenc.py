@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from musicsearch.errors import MusicSearchError
-from musicsearch.index.embedder import Embedder, load_embedder, unit_rows
+from musicsearch.index.backends.base import l2_normalize
+from musicsearch.index.embedder import Embedder, load_embedder
 from musicsearch.models.onnx import (
     EXPORT_FILE,
     ExportedModel,
@@ -241,7 +242,7 @@ class OnnxEmbedder(Embedder):
         else:
             with self._one:
                 raw = self.text_export.encode_text(items)
-        return unit_rows(raw, what="text embeddings")
+        return l2_normalize(raw, what="text embeddings")
 
     def __repr__(self) -> str:
         return (
