@@ -387,7 +387,7 @@ class FileChangedError(MusicSearchError):
 class AudioVerifier:
     """Checks that a track's audio file still holds the bytes that were indexed before it is served.
 
-    The indexer records each track's SHA-256 (``content_hash`` in ``metadata.sqlite``). The first request for a
+    The indexer records each track's SHA-256 (``content_hash`` in the store's track metadata). The first request for a
     file hashes it; the verdict is then kept for that exact file state, keyed by ``(device, inode, size, mtime,
     ctime)``. Any edit, a restored modification time (ctime still moves), or a swap for a hard link to another
     file (another inode) changes the key, and the file is hashed again. File times advance in coarse ticks (a few
