@@ -32,7 +32,15 @@ from musicsearch.index.embedder import (
 from musicsearch.index.indexer import index_collection
 from musicsearch.index.store import Store
 from musicsearch.models.checkpoint import save_model
-from musicsearch.models.onnx import AUDIO_FILE, EXPORT_FILE, PARITY_TOLERANCE, export_dir_for, export_onnx, weights_of
+from musicsearch.models.onnx import (
+    AUDIO_FILE,
+    EXPORT_FILE,
+    PARITY_TOLERANCE,
+    ExportedModel,
+    export_dir_for,
+    export_onnx,
+    weights_of,
+)
 from musicsearch.models.registry import build_model, model_config
 
 SR = 16000
@@ -323,6 +331,10 @@ def test_the_shipped_default_is_exported_on_first_use_and_indexes_as_torch(
     fast = open_index_embedder("default")
     assert isinstance(fast, OnnxAudioEmbedder)
     assert (export_dir_for(fast.checksum, root=tmp_path / "cache" / "onnx") / EXPORT_FILE).is_file()
+    # and the int8 export the query path prefers for texts: a query after this first index run finds it
+    int8 = ExportedModel.open(export_dir_for(fast.checksum, int8=True, root=tmp_path / "cache" / "onnx"),
+                              weights_sha256=fast.checksum)  # fmt: skip
+    assert int8.meta.get("int8") and int8.has_text
     slow = load_embedder("default")
     windows = np.stack([tone(220.0 * (i + 1), fast.window_samples / SR, seed=i) for i in range(3)])
     assert np.abs(fast.embed_windows(windows) - slow.embed_windows(windows)).max() <= PARITY_TOLERANCE

@@ -607,6 +607,12 @@ def open_index_embedder(
         except (MusicSearchError, OSError) as exc:
             log.warning("could not export model %s to ONNX in %s (%s); indexing with torch", spec, folder, exc)
             return fallback
+        # the int8 export too, as the query path's first use makes it: the query that follows this index run
+        # finds the float32 export and would otherwise never make the int8 text tower it prefers
+        try:
+            export_onnx(fallback.model, export_dir_for(sha, int8=True), weights_sha256=sha, source=spec, int8=True)
+        except (MusicSearchError, OSError) as exc:
+            log.warning("could not make the int8 export of model %s (%s); queries use the float32 one", spec, exc)
     try:
         embedder = OnnxAudioEmbedder(
             ExportedModel.open(folder, weights_sha256=sha), source=source, batch_size=onnx_batch, threads=threads
