@@ -382,42 +382,31 @@ class Embedder:
         return f"Embedder(name={self.name!r}, checksum={self.checksum[:12]}, source={self.source!r})"
 
 
-class OnnxAudioEmbedder(Embedder):
-    """An :class:`Embedder` whose audio tower runs from an ONNX export in an ONNX Runtime session.
-
-    It has the identity of the torch model it stands for (config name, weights checksum, source), so a store
-    accepts it exactly when it would accept that model, and its window embeddings are within
-    :data:`~musicsearch.models.onnx.PARITY_TOLERANCE` of torch's. The session runs ``threads`` intra-op threads in
-    sequential execution mode (one operator at a time, each split across the threads), without spin-waiting
-    between operators (measured: the spinning threads only took CPU time from the decoding processes and other
-    load); it is made on first use and again when :meth:`using_threads` asks for another count. Texts go through
-    the export's text graph when it has one, else through the torch model, which :attr:`model` loads on first use
-    only.
+class ExportedEmbedder(Embedder):
+    """Base of the embedders whose towers run from an ONNX export (:class:`OnnxAudioEmbedder` here, the search
+    path's ``OnnxEmbedder``): the identity of the torch model it stands for (config name, weights checksum,
+    source), so a store accepts it exactly when it would accept that model; ``.model`` (the torch model) is loaded
+    only if some caller asks for it.
 
     Args:
         exported: a checked export (:meth:`~musicsearch.models.onnx.ExportedModel.open`).
         source: the ``--model`` value it stands for (how to load the torch model again).
-        batch_size: windows per session call.
-        threads: intra-op threads of the session (``0``: :func:`available_cores`).
+        batch_size: windows per ONNX Runtime call.
+
+    Raises:
+        MusicSearchError: a batch size below 1.
     """
 
     runtime = "onnx"
 
-    def __init__(
-        self, exported: ExportedModel, *, source: str, batch_size: int = DEFAULT_BATCH_ONNX, threads: int = 0
-    ) -> None:
+    def __init__(self, exported: ExportedModel, *, source: str, batch_size: int) -> None:
         if batch_size < 1:
             raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
-        if threads < 0:
-            raise MusicSearchError(f"model threads must be >= 0, got {threads}")
         self.exported = exported
         self.name = str(exported.meta["config_name"])
         self.checksum = exported.weights_sha256
         self.source = source
         self.batch_size = int(batch_size)
-        self.threads = int(threads) or available_cores()
-        self._session: Any = None
-        self._session_threads = 0
         self._torch: Embedder | None = None
 
     @property
@@ -437,6 +426,36 @@ class OnnxAudioEmbedder(Embedder):
     def window_samples(self) -> int:
         """Model input length in samples."""
         return self.exported.window_samples
+
+
+class OnnxAudioEmbedder(ExportedEmbedder):
+    """An :class:`Embedder` whose audio tower runs from an ONNX export in an ONNX Runtime session.
+
+    It has the identity of the torch model it stands for (config name, weights checksum, source), so a store
+    accepts it exactly when it would accept that model, and its window embeddings are within
+    :data:`~musicsearch.models.onnx.PARITY_TOLERANCE` of torch's. The session runs ``threads`` intra-op threads in
+    sequential execution mode (one operator at a time, each split across the threads), without spin-waiting
+    between operators (measured: the spinning threads only took CPU time from the decoding processes and other
+    load); it is made on first use and again when :meth:`using_threads` asks for another count. Texts go through
+    the export's text graph when it has one, else through the torch model, which :attr:`model` loads on first use
+    only.
+
+    Args:
+        exported: a checked export (:meth:`~musicsearch.models.onnx.ExportedModel.open`).
+        source: the ``--model`` value it stands for (how to load the torch model again).
+        batch_size: windows per session call.
+        threads: intra-op threads of the session (``0``: :func:`available_cores`).
+    """
+
+    def __init__(
+        self, exported: ExportedModel, *, source: str, batch_size: int = DEFAULT_BATCH_ONNX, threads: int = 0
+    ) -> None:
+        if threads < 0:
+            raise MusicSearchError(f"model threads must be >= 0, got {threads}")
+        super().__init__(exported, source=source, batch_size=batch_size)
+        self.threads = int(threads) or available_cores()
+        self._session: Any = None
+        self._session_threads = 0
 
     def session(self) -> Any:
         """The ONNX Runtime session of the audio graph with :attr:`threads` intra-op threads (made on first use).

@@ -26,13 +26,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.backends.base import l2_normalize
-from musicsearch.index.embedder import Embedder, load_embedder
+from musicsearch.index.embedder import Embedder, ExportedEmbedder, load_embedder
 from musicsearch.models.onnx import (
     EXPORT_FILE,
     ExportedModel,
@@ -131,7 +130,7 @@ class TextSessionPool:
             self._free.put(member)
 
 
-class OnnxEmbedder(Embedder):
+class OnnxEmbedder(ExportedEmbedder):
     """An :class:`~musicsearch.index.embedder.Embedder` whose towers run from an ONNX export.
 
     It has the identity of the torch model it stands for (config name, weights checksum, source), so a store
@@ -157,17 +156,10 @@ class OnnxEmbedder(Embedder):
         batch_size: int = 16,
         text_export: ExportedModel | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise MusicSearchError(f"batch size must be >= 1, got {batch_size}")
+        super().__init__(exported, source=source, batch_size=batch_size)
         if text_export is not None and text_export.weights_sha256 != exported.weights_sha256:
             raise MusicSearchError(f"text export {text_export.folder} stands for other weights than {exported.folder}")
-        self.exported = exported
         self.text_export = text_export if text_export is not None else exported
-        self.name = str(exported.meta["config_name"])
-        self.checksum = exported.weights_sha256
-        self.source = source
-        self.batch_size = int(batch_size)
-        self._torch: Embedder | None = None
         self._pool: TextSessionPool | None = None
         self._one = threading.Lock()  # without a pool: the export's own session, one caller at a time
 
@@ -197,24 +189,6 @@ class OnnxEmbedder(Embedder):
     def text_pool(self) -> TextSessionPool | None:
         """The text session pool, if :meth:`use_text_sessions` set one."""
         return self._pool
-
-    @property
-    def model(self) -> Any:  # type: ignore[override]
-        """The torch model (loaded on first use: only code outside the search path needs it)."""
-        if self._torch is None:
-            log.info("loading the torch model %s (asked for beside its ONNX export)", self.source)
-            self._torch = load_embedder(self.source, batch_size=self.batch_size)
-        return self._torch.model
-
-    @property
-    def dim(self) -> int:
-        """Embedding dimension."""
-        return self.exported.dim
-
-    @property
-    def window_samples(self) -> int:
-        """Model input length in samples."""
-        return self.exported.window_samples
 
     def _run_windows(self, windows: np.ndarray) -> np.ndarray:
         """Checked ``(N, window_samples)`` float32 windows -> ``(N, D)`` float32 raw embeddings (ONNX Runtime).
