@@ -603,7 +603,6 @@ def open_index_embedder(
         ExportedModel,
         StaleExportError,
         export_dir_for,
-        export_onnx,
         weights_of,
     )
 
@@ -620,18 +619,10 @@ def open_index_embedder(
         if not (export_on_first_use and weights.parent == SHIPPED_DIR):
             return load_embedder(model, batch_size=torch_batch, device=device)
         fallback = load_embedder(model, batch_size=torch_batch, device=device)
-        log.info("first use of model %s: exporting it to ONNX in %s (once)", spec, folder)
-        try:
-            export_onnx(fallback.model, folder, weights_sha256=sha, source=spec)
-        except (MusicSearchError, OSError) as exc:
-            log.warning("could not export model %s to ONNX in %s (%s); indexing with torch", spec, folder, exc)
+        # the int8 export too: the query that follows this index run finds the float32 export and would
+        # otherwise never make the int8 text tower it prefers
+        if not write_first_export(fallback.model, sha, spec, int8=True):
             return fallback
-        # the int8 export too, as the query path's first use makes it: the query that follows this index run
-        # finds the float32 export and would otherwise never make the int8 text tower it prefers
-        try:
-            export_onnx(fallback.model, export_dir_for(sha, int8=True), weights_sha256=sha, source=spec, int8=True)
-        except (MusicSearchError, OSError) as exc:
-            log.warning("could not make the int8 export of model %s (%s); queries use the float32 one", spec, exc)
     try:
         embedder = OnnxAudioEmbedder(
             ExportedModel.open(folder, weights_sha256=sha), source=source, batch_size=onnx_batch, threads=threads
@@ -641,6 +632,37 @@ def open_index_embedder(
         log.warning("%s. Indexing with torch for now", exc)
         return fallback or load_embedder(model, batch_size=torch_batch, device=device)
     return embedder
+
+
+def write_first_export(model: Any, sha: str, spec: str, *, int8: bool) -> bool:
+    """Export a shipped model once into the export cache (:func:`~musicsearch.models.onnx.export_dir_for`): the
+    float32 export and, with ``int8``, the int8 one beside it (the query path's text tower).
+
+    Args:
+        model: the loaded torch model.
+        sha: the SHA-256 of its weights file.
+        spec: the ``--model`` value it was loaded from (recorded in the export, named in messages).
+        int8: also make the int8 export.
+
+    Returns:
+        Whether the float32 export was made. A failure is logged as a warning, never raised: the caller goes on
+        with torch (a failed int8 export leaves the float32 one in use).
+    """
+    from musicsearch.models.onnx import export_dir_for, export_onnx
+
+    folder = export_dir_for(sha)
+    log.info("first use of model %s: exporting it to ONNX in %s (once; later runs need no torch)", spec, folder)
+    try:
+        export_onnx(model, folder, weights_sha256=sha, source=spec)
+    except (MusicSearchError, OSError) as exc:
+        log.warning("could not export model %s to ONNX in %s (%s); using torch", spec, folder, exc)
+        return False
+    if int8:
+        try:
+            export_onnx(model, export_dir_for(sha, int8=True), weights_sha256=sha, source=spec, int8=True)
+        except (MusicSearchError, OSError) as exc:
+            log.warning("could not make the int8 export of model %s (%s); texts use the float32 one", spec, exc)
+    return True
 
 
 def track_vector(window_embeddings: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.backends.base import l2_normalize
-from musicsearch.index.embedder import Embedder, ExportedEmbedder, load_embedder
+from musicsearch.index.embedder import Embedder, ExportedEmbedder, load_embedder, write_first_export
 from musicsearch.models.onnx import (
     EXPORT_FILE,
     ExportedModel,
@@ -278,15 +278,7 @@ def open_embedder(
         return load_embedder(model, batch_size=batch_size)
     embedder = load_embedder(model, batch_size=batch_size)
     if export_on_first_use and _is_shipped_name(spec):
-        from musicsearch.models.onnx import export_onnx
-
-        log.info("first use of model %s: exporting it to ONNX in %s (once; later queries need no torch)", spec, folder)
-        try:
-            export_onnx(embedder.model, folder, weights_sha256=sha, source=spec)
-            if text_int8_enabled() if text_int8 is None else text_int8:
-                export_onnx(embedder.model, export_dir_for(sha, int8=True), weights_sha256=sha, source=spec, int8=True)
-        except (MusicSearchError, OSError) as exc:
-            log.warning("could not export model %s to ONNX in %s (%s); searching with torch", spec, folder, exc)
+        write_first_export(embedder.model, sha, spec, int8=text_int8_enabled() if text_int8 is None else text_int8)
     return embedder
 
 
