@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soft_compare import GENRES
+from soft_compare import GENRES, teacher_genres
 
 log = logging.getLogger("soft_sweep")
 
@@ -55,7 +55,7 @@ def parse_configs(spec: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def score_cached(model: Any, windows: list[Any], feats: Any, cols: np.ndarray) -> dict[str, float]:
+def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, cols: np.ndarray) -> dict[str, Any]:
     """Genre agreement and teacher-tag ROC/PR on the test windows, from cached features."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -71,12 +71,10 @@ def score_cached(model: Any, windows: list[Any], feats: Any, cols: np.ndarray) -
     with torch.no_grad():
         emb = normalize(model.joint_from_features(torch.from_numpy(feats.features[test][:, cols])).numpy())
     genre_text = normalize(embed_texts(model, list(GENRES)))
-    gcols = [vocab.index(g) for g in GENRES]
-    recs = sorted({str(windows[i].metadata["track"]) for i in test})
+    recs, _, teacher_top = teacher_genres(soft_dir)
     hits, confusion = [], {}
-    for r in recs:
+    for r, t_top in zip(recs, teacher_top):
         rows = [k for k, i in enumerate(test) if windows[i].metadata["track"] == r]
-        t_top = int(np.argmax(merged[test[rows]][:, gcols].mean(axis=0)))
         s_top = int(np.argmax(normalize(emb[rows].mean(axis=0, keepdims=True)) @ genre_text.T))
         hits.append(t_top == s_top)
         key = f"{GENRES[t_top]}->{GENRES[s_top]}"
@@ -132,7 +130,7 @@ def main() -> None:
     if args.score_base and "base-untrained-head" not in results:
         tower = build_tower(args.preset, base)  # zero-initialised head: the base model's own tower alone
         cols = feature_columns(source_audio, tower.config.audio)
-        results["base-untrained-head"] = score_cached(tower, real, feats, cols)
+        results["base-untrained-head"] = score_cached(tower, soft, real, feats, cols)
     shared_text: dict[str, torch.Tensor] = {}  # the text side is frozen and the same for every head
     for name, overrides in parse_configs(args.configs).items():
         if name in results:
@@ -143,7 +141,7 @@ def main() -> None:
         summary = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=soft, name=name, text_cache=shared_text)
         model = resolve_model(summary["checkpoint"]).model
         cols = feature_columns(source_audio, model.config.audio)
-        results[name] = {"config": dataclasses.asdict(cfg), **score_cached(model, real, feats, cols),
+        results[name] = {"config": dataclasses.asdict(cfg), **score_cached(model, soft, real, feats, cols),
                          "best_epoch": summary["best_epoch"], "seconds": summary["seconds"]}  # fmt: skip
         report.write_text(json.dumps(results, indent=1), encoding="utf-8")
         log.info("%s: %s", name, {k: v for k, v in results[name].items() if k != "config"})
