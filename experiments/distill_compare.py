@@ -52,6 +52,14 @@ def _pct(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * float(x):.1f}"
 
 
+def vgmidi_cells(r: dict[str, Any], suite: str) -> str:
+    """The three VGMIDI accuracies (quadrant / valence / arousal) of one suite's results in ``r``, in percent
+    (``-`` when the suite was not run)."""
+    if suite not in r:
+        return "-"
+    return " / ".join(_pct(r[suite].get(d, {}).get("accuracy")) for d in VGMIDI)
+
+
 def librosa_mrr(model: Any) -> dict[str, Any]:
     """Rank of each librosa_music recording for its query among the eight (8 windows a recording)."""
     from musicsearch.assets import librosa_music_dir
@@ -138,8 +146,7 @@ def table(models: dict[str, dict[str, Any]], teachers: dict[str, Any]) -> str:
     ]
     for name, r in models.items():
         c, real = r["corpus"], r["real"]
-        zs = " / ".join(_pct(r["zeroshot"][d].get("accuracy")) for d in VGMIDI)
-        pr = " / ".join(_pct(r["probe"][d].get("accuracy")) for d in VGMIDI)
+        zs, pr = vgmidi_cells(r, "zeroshot"), vgmidi_cells(r, "probe")
         rows.append(
             f"| {name} | {_pct(c['tags']['top50']['roc_auc'])} / {_pct(c['tags']['top50']['pr_auc'])} "
             f"| {_pct(c['sentence']['R@10'])} | {_pct(c.get('unseen', {}).get('roc_auc'))} "
@@ -147,8 +154,7 @@ def table(models: dict[str, dict[str, Any]], teachers: dict[str, Any]) -> str:
             f"| {r['librosa']['mrr']:.3f} ({_pct(r['librosa']['top1'])}) |"
         )
     for name, r in teachers.items():
-        zs = " / ".join(_pct(r["zeroshot"][d].get("accuracy")) for d in VGMIDI)
-        pr = " / ".join(_pct(r["probe"][d].get("accuracy")) for d in VGMIDI)
+        zs, pr = vgmidi_cells(r, "zeroshot"), vgmidi_cells(r, "probe")
         rows.append(f"| {name} (teacher) | - | - | - | (the truth) | {zs} | {pr} | - |")
     return "\n".join(rows)
 

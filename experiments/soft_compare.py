@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_compare import VGMIDI, _pct, corpus_and_real, librosa_mrr, load_for_table
+from distill_compare import VGMIDI, _pct, corpus_and_real, librosa_mrr, load_for_table, vgmidi_cells
 
 from musicsearch.fileio import write_json
 
@@ -93,12 +93,6 @@ def evaluate(name: str, ref: str, args: argparse.Namespace, recs: list[str], top
     return out
 
 
-def _vgmidi(r: dict[str, Any], suite: str) -> str:
-    if suite not in r:
-        return "-"
-    return " / ".join(_pct(r[suite].get(d, {}).get("accuracy")) for d in VGMIDI)
-
-
 def table(results: dict[str, dict[str, Any]]) -> str:
     rows = [
         "| model | corpus tags top50 ROC / PR | corpus sentence R@1 | corpus unseen ROC | real held-out tags ROC / PR "
@@ -113,7 +107,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"| {_pct(c['sentence']['R@1'])} | {_pct(c.get('unseen', {}).get('roc_auc'))} "
             f"| {_pct(real['tags']['all']['roc_auc'])} / {_pct(real['tags']['all']['pr_auc'])} "
             f"| {_pct(r['genre_agreement'])} | {r['librosa']['mrr']:.3f} ({_pct(r['librosa']['top1'])}) "
-            f"| {_vgmidi(r, 'zeroshot')} | {_vgmidi(r, 'probe')} |"
+            f"| {vgmidi_cells(r, 'zeroshot')} | {vgmidi_cells(r, 'probe')} |"
         )
     return "\n".join(rows)
 
