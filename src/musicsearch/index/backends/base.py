@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -307,6 +307,15 @@ class VectorBackend(abc.ABC):
         if manifest["backend"] != cls.name:
             raise MusicSearchError(f"{path} holds a {manifest['backend']!r} store, not {cls.name!r}")
         return cls._open(Path(path), manifest)
+
+    def set_tuning_queries(self, provider: Callable[[], np.ndarray] | None) -> None:  # noqa: B027 - optional hook
+        """Give the backend real queries to tune its approximate index on (the text embeddings of the store's
+        model for typical queries); exact backends ignore them.
+
+        Args:
+            provider: called (at most once per training of the index, only when one happens) for a ``(Q, D)``
+                real array of queries; ``None`` forgets a provider given before.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release connections or files (a no-op for in-memory backends)."""
