@@ -67,6 +67,7 @@ from musicsearch.index.metadata import TrackInfo, TrackRecord
 from musicsearch.index.shards import describe_shard, shard_of
 from musicsearch.index.sources import FailedFile, SourceItem, collect_source, content_key
 from musicsearch.index.store import FileRow, Store, StoreSettings, is_store, read_settings, store_model, writing
+from musicsearch.index.tuning import tuning_queries
 
 __all__ = ["IndexReport", "default_workers", "index_collection"]
 
@@ -690,6 +691,9 @@ def index_collection(
     try:
         with writing(path), embedder.using_threads(model_threads(workers)):
             st.check_model(embedder)
+            queries = tuning_queries(embedder)  # an IVF (re)training tunes nprobe on the model's typical texts
+            st.tracks.set_tuning_queries(queries)
+            st.windows.set_tuning_queries(queries)
             report.repaired = st.repaired + st.repair()
             _index_into(st, embedder, items, report, workers, batch_size, prune, retry_failed, commit_tracks,
                         commit_seconds, progress, pipeline, decode_timeout, rehash)  # fmt: skip
