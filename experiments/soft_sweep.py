@@ -10,12 +10,23 @@ on the cache of ``experiments/soft_recipe.py --step features`` and scored on the
   the recording's windows), share of recordings;
 * tag ROC-AUC / PR-AUC: per merged teacher tag with at least one positive test window (the teachers' calibrated
   confident tags, as ``real_test.jsonl``), the student's cosine to the tag's text ranks the test windows; macro
-  mean.
+  mean;
+* 4-genre agreement: as genre agreement over ``classical`` / ``rock`` / ``electronic`` / ``pop`` only (the
+  teachers' top among those four; the closest visible proxy of the issue's held-out genre test);
+* with a corpus cache of ``soft_recipe.py --corpus-per-clip N`` (``--corpus-dir``, holding
+  ``corpus_test_windows.jsonl``): the corpus test split scored as the ``corpus`` eval suite scores it (3 windows
+  a clip, mean embedding; top-50 tag ROC/PR, sentence R@1 of one caption a clip, unseen-word ROC), from the
+  cached features of those windows.
+
+``--score NAME=CHECKPOINT`` scores an existing head (e.g. ``r10=runs/soft2/r10.safetensors``) the same way.
 
 Usage::
 
     .venv/bin/python experiments/soft_sweep.py --soft runs/soft2 \
         --configs "nosoft:soft_weight=0;w03:soft_weight=0.3;w1:soft_weight=1" --preset musicnn-both-small-residual
+    # round three: the real cache of runs/soft2, the 4-windows-a-clip corpus cache and the heads in runs/soft3
+    .venv/bin/python experiments/soft_sweep.py --soft runs/soft2 --corpus-dir runs/soft3 --out runs/soft3 \
+        --score r10=runs/soft2/r10.safetensors --configs "c3:soft_weight=0.3,rank_weight=10,corpus_weight=3"
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soft_compare import GENRES, teacher_genres
+from soft_compare import GENRES, GENRES4, teacher_genres
 
 log = logging.getLogger("soft_sweep")
 
@@ -72,11 +83,15 @@ def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, col
         emb = normalize(model.joint_from_features(torch.from_numpy(feats.features[test][:, cols])).numpy())
     genre_text = normalize(embed_texts(model, list(GENRES)))
     recs, _, teacher_top = teacher_genres(soft_dir)
-    hits, confusion = [], {}
-    for r, t_top in zip(recs, teacher_top):
+    _, _, teacher_top4 = teacher_genres(soft_dir, GENRES4)
+    g4 = [GENRES.index(g) for g in GENRES4]
+    hits, hits4, confusion = [], [], {}
+    for r, t_top, t4 in zip(recs, teacher_top, teacher_top4):
         rows = [k for k, i in enumerate(test) if windows[i].metadata["track"] == r]
-        s_top = int(np.argmax(normalize(emb[rows].mean(axis=0, keepdims=True)) @ genre_text.T))
+        sims_g = (normalize(emb[rows].mean(axis=0, keepdims=True)) @ genre_text.T)[0]
+        s_top = int(np.argmax(sims_g))
         hits.append(t_top == s_top)
+        hits4.append(int(t4) == int(np.argmax(sims_g[g4])))
         key = f"{GENRES[t_top]}->{GENRES[s_top]}"
         confusion[key] = confusion.get(key, 0) + 1
     labels = merged[test] >= thresholds
@@ -92,6 +107,7 @@ def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, col
         "recordings": len(recs),
         "test_windows": int(test.size),
         "genre_agreement": float(np.mean(hits)),
+        "genre4_agreement": float(np.mean(hits4)),
         "tag_roc": float(np.mean(roc)),
         "tag_pr": float(np.mean(pr)),
         "tags_scored": len(roc),
@@ -99,10 +115,53 @@ def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, col
     }
 
 
+def score_corpus_cached(model: Any, test_windows: list[Any], feats: Any, cols: np.ndarray,
+                        manifest: str) -> dict[str, Any]:  # fmt: skip
+    """The ``corpus`` eval suite's figures on its test split from cached window features: each clip's embedding
+    is the mean of its windows' (the suite's aggregation), then the suite's own metric functions."""
+    from musicsearch.data.manifest import read_manifest, tag_vocabulary
+    from musicsearch.eval.retrieval import (
+        evaluate_sentence_retrieval,
+        evaluate_tag_retrieval,
+        evaluate_unseen_queries,
+        select_caption_pairs,
+        unseen_queries_from_corpus,
+    )
+
+    every = read_manifest(manifest)
+    tracks = [t for t in every if t.split == "test"]
+    model.eval()
+    with torch.no_grad():
+        emb = model.joint_from_features(torch.from_numpy(feats.features[:, cols])).numpy()
+    clip_of = [str(w.metadata["clip"]) for w in test_windows]
+    x = np.stack([emb[[k for k, c in enumerate(clip_of) if c == t.track_id]].mean(axis=0) for t in tracks])
+    top50 = tag_vocabulary(every)[:50]
+    tags = evaluate_tag_retrieval(model, x, [t.tags for t in tracks], top50)
+    sentence = evaluate_sentence_retrieval(model, x, select_caption_pairs(tracks, n=1000, seed=0))
+    unseen_file = Path(manifest).parent / "corpus.json"
+    unseen = (evaluate_unseen_queries(model, x, [t.tags for t in tracks], unseen_queries_from_corpus(unseen_file))
+              if unseen_file.is_file() else {})  # fmt: skip
+    return {
+        "corpus_clips": len(tracks),
+        "corpus_top50_roc": float(tags["roc_auc"]),
+        "corpus_top50_pr": float(tags["pr_auc"]),
+        "corpus_r1": float(sentence["R@1"]),
+        "corpus_unseen_roc": float(unseen["roc_auc"]) if unseen.get("roc_auc") is not None else None,
+    }
+
+
+def _cell(r: dict[str, Any], key: str) -> str:
+    return f"{100 * r[key]:.1f}" if r.get(key) is not None else "-"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--soft", default="runs/soft2")
-    ap.add_argument("--base", default="default")
+    ap.add_argument("--soft", default="runs/soft2", help="the real windows' cache (windows.jsonl, features/real)")
+    ap.add_argument("--corpus-dir", default=None, help="the corpus windows' cache (default --soft)")
+    ap.add_argument("--out", default=None, help="where heads and sweep.json go (default --soft)")
+    ap.add_argument("--corpus", default="data/corpus/manifest.jsonl", help="the corpus manifest (its test split)")
+    ap.add_argument("--score", default="", help="comma-separated NAME=CHECKPOINT: existing heads to score too")
+    ap.add_argument("--base", default="adapted", help="the model whose text side and own tower the heads keep")
     ap.add_argument("--preset", default="musicnn-both-small-residual")
     ap.add_argument("--feature-preset", default="musicnn-both-small")
     ap.add_argument("--configs", default="nosoft:soft_weight=0;w1:soft_weight=1")
@@ -116,21 +175,39 @@ def main() -> None:
     from musicsearch.train.heads import HeadTrainConfig, build_tower, feature_columns, load_features, train_head
 
     soft = Path(args.soft)
+    cdir = Path(args.corpus_dir or args.soft)
+    out = Path(args.out or args.soft)
+    out.mkdir(parents=True, exist_ok=True)
     base = resolve_model(args.base).model
     real = read_manifest(soft / "windows.jsonl")
     feats = load_features(real, soft / "features" / "real")
-    cfile = soft / "corpus_windows.jsonl"
+    cfile = cdir / "corpus_windows.jsonl"
     corpus = read_manifest(cfile) if cfile.is_file() and not args.no_corpus else []
-    c_feats = load_features(corpus, soft / "features" / "corpus") if corpus else None
+    c_feats = load_features(corpus, cdir / "features" / "corpus") if corpus else None
+    tfile = cdir / "corpus_test_windows.jsonl"
+    c_test = read_manifest(tfile) if tfile.is_file() else []
+    t_feats = load_features(c_test, cdir / "features" / "corpus_test") if c_test else None
     source_audio, _ = PRESETS.get(args.feature_preset)()
+
+    def score(model: Any) -> dict[str, Any]:
+        cols = feature_columns(source_audio, model.config.audio)
+        res = score_cached(model, soft, real, feats, cols)
+        if t_feats is not None:
+            res.update(score_corpus_cached(model, c_test, t_feats, cols, args.corpus))
+        return res
+
     results: dict[str, Any] = {}
-    report = soft / "sweep.json"
+    report = out / "sweep.json"
     if report.is_file():
         results = json.loads(report.read_text(encoding="utf-8"))
     if args.score_base and "base-untrained-head" not in results:
         tower = build_tower(args.preset, base)  # zero-initialised head: the base model's own tower alone
-        cols = feature_columns(source_audio, tower.config.audio)
-        results["base-untrained-head"] = score_cached(tower, soft, real, feats, cols)
+        results["base-untrained-head"] = score(tower)
+    for item in filter(None, args.score.split(",")):
+        name, _, ref = item.partition("=")
+        if name not in results:
+            results[name] = {"checkpoint": ref, **score(resolve_model(ref).model)}
+            report.write_text(json.dumps(results, indent=1), encoding="utf-8")
     shared_text: dict[str, torch.Tensor] = {}  # the text side is frozen and the same for every head
     for name, overrides in parse_configs(args.configs).items():
         if name in results:
@@ -138,18 +215,20 @@ def main() -> None:
             continue
         preset = str(overrides.pop("preset", args.preset))
         cfg = HeadTrainConfig(preset=preset, feature_preset=args.feature_preset, **overrides)
-        summary = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=soft, name=name, text_cache=shared_text)
+        summary = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=out, name=name, text_cache=shared_text)
         model = resolve_model(summary["checkpoint"]).model
-        cols = feature_columns(source_audio, model.config.audio)
-        results[name] = {"config": dataclasses.asdict(cfg), **score_cached(model, soft, real, feats, cols),
+        results[name] = {"config": dataclasses.asdict(cfg), **score(model),
                          "best_epoch": summary["best_epoch"], "seconds": summary["seconds"]}  # fmt: skip
         report.write_text(json.dumps(results, indent=1), encoding="utf-8")
         log.info("%s: %s", name, {k: v for k, v in results[name].items() if k != "config"})
-    print("| config | recordings | genre agreement | teacher-tag ROC / PR |")
-    print("|---|---|---|---|")
+    print("| config | recordings | genre agreement | 4-genre agreement | teacher-tag ROC / PR "
+          "| corpus top-50 ROC / PR | corpus sentence R@1 | corpus unseen ROC | train s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['recordings']} | {100 * r['genre_agreement']:.1f} "
-              f"| {100 * r['tag_roc']:.1f} / {100 * r['tag_pr']:.1f} |")  # fmt: skip
+        print(f"| {name} | {r['recordings']} | {_cell(r, 'genre_agreement')} | {_cell(r, 'genre4_agreement')} "
+              f"| {_cell(r, 'tag_roc')} / {_cell(r, 'tag_pr')} "
+              f"| {_cell(r, 'corpus_top50_roc')} / {_cell(r, 'corpus_top50_pr')} | {_cell(r, 'corpus_r1')} "
+              f"| {_cell(r, 'corpus_unseen_roc')} | {r.get('seconds', '-')} |")  # fmt: skip
 
 
 if __name__ == "__main__":

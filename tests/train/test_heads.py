@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,96 @@ def test_checkpoint_keeps_the_base_models_fine_tuned_text_layer(tmp_path) -> Non
     model = load_model_file(tmp_path / "m.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(model.encode_text(["calm piano"]), base.encode_text(["calm piano"]))
+
+
+def test_row_weighted_info_nce_matches_plain_loop_and_info_nce() -> None:
+    from musicsearch.losses.contrastive import info_nce
+    from musicsearch.train.heads import row_weighted_info_nce
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 6))
+    t = rng.normal(size=(5, 6))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    w = np.array([1.0, 0.0, 2.5, 1.0, 0.3])
+    scale = 7.0
+
+    def oracle(weights: np.ndarray) -> float:
+        total = 0.0
+        for i in range(5):
+            a2t = [scale * float(a[i] @ t[j]) for j in range(5)]
+            t2a = [scale * float(t[i] @ a[j]) for j in range(5)]
+            ce = [np.log(np.sum(np.exp(row))) - row[i] for row in (np.array(a2t), np.array(t2a))]
+            total += weights[i] * 0.5 * (ce[0] + ce[1])
+        return total / 5
+
+    at, tt = torch.from_numpy(a).float(), torch.from_numpy(t).float()
+    got = row_weighted_info_nce(at, tt, torch.tensor(scale), torch.from_numpy(w))
+    # float32 cosines (~1e-7) times scale 7 through log-sum-exp: inside 1e-5 relative
+    assert abs(float(got) - oracle(w)) <= 1e-5 * max(1.0, oracle(w))
+    ones = row_weighted_info_nce(at, tt, torch.tensor(scale), torch.ones(5))
+    torch.testing.assert_close(ones, info_nce(at, tt, torch.tensor(scale)), rtol=1e-5, atol=1e-6)
+
+
+def _genre_setup() -> tuple[list[Track], BackboneFeatures]:
+    from musicsearch.teachers.musicnn import MSD_LABELS, MTT_LABELS
+
+    real = _windows(40, {0: "valid", 1: "test"}, "r", tags=False)
+    kind = np.arange(40) % 2
+    rng = np.random.default_rng(0)
+    # two kinds of window: the teachers call one `classical`, the other `rock` (both teachers' columns)
+    probs = np.full((40, 100), 0.05, np.float32)
+    for genre, k in (("classical", 0), ("rock", 1)):
+        for off, labels in ((0, MSD_LABELS), (50, MTT_LABELS)):
+            if genre in labels:
+                probs[kind == k, off + list(labels).index(genre)] = 0.9
+    feats = rng.normal(size=(40, 3140)).astype(np.float32)
+    feats[:, :10] += 3.0 * kind[:, None]
+    return real, BackboneFeatures([w.track_id for w in real], feats, probs)
+
+
+def test_train_head_genre_ranking_and_power_knobs(tmp_path) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert"))
+    real, feats = _genre_setup()
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=4, batch_size=16, seed=0, soft_weight=0.0,
+                          genre_rank_weight=1.0, genre_rank_power=3.0)  # fmt: skip
+    out = train_head(cfg, base, real, feats, out_dir=tmp_path, name="g")
+    genre = [h["genre_rank"] for h in out["history"]]
+    assert all(np.isfinite(g) for g in genre) and all("rank" not in h for h in out["history"])
+    assert genre[-1] < genre[0]  # the genre ranking is learned
+    # the power changes the target, so the loss values differ from the plain target's
+    plain = train_head(dataclasses.replace(cfg, genre_rank_power=1.0), base, real, feats, name="p")
+    assert plain["history"][0]["genre_rank"] != pytest.approx(genre[0], rel=1e-3)
+    with pytest.raises(ConfigError, match="rank_power"):
+        train_head(dataclasses.replace(cfg, rank_power=0.0), base, real, feats)
+
+
+def test_train_head_corpus_weight_and_init_from(tmp_path) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert"))
+    real, feats = _genre_setup()
+    corpus = _windows(20, {0: "valid"}, "c", tags=True)
+    c_feats = BackboneFeatures(
+        [w.track_id for w in corpus],
+        np.random.default_rng(1).normal(size=(20, 3140)).astype(np.float32),
+        np.zeros((20, 100), np.float32),
+    )
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
+    one = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=tmp_path, name="one")
+    heavy = train_head(dataclasses.replace(cfg, corpus_weight=4.0), base, real, feats, corpus, c_feats)
+    # the first step is the same model on the same batch: only the corpus rows' weight differs
+    assert heavy["history"][0]["contrastive"] > one["history"][0]["contrastive"] * 1.2
+    # init_from: the training starts from a trained head; with lr 0 it stays that head
+    start = load_model_file(tmp_path / "one.safetensors")
+    again = train_head(dataclasses.replace(cfg, epochs=1, lr=0.0, init_from=str(tmp_path / "one.safetensors")),
+                       base, real, feats, corpus, c_feats, out_dir=tmp_path, name="again")  # fmt: skip
+    model = load_model_file(again["checkpoint"])
+    for name, p in start.state_dict().items():
+        if name.startswith(("audio_encoder.head.", "audio_projector.")):
+            torch.testing.assert_close(model.state_dict()[name], p)
+    with pytest.raises(ConfigError, match="init_from"):
+        train_head(dataclasses.replace(cfg, preset="musicnn-both-small", init_from=str(tmp_path / "one.safetensors")),
+                   base, real, feats)  # fmt: skip

@@ -17,7 +17,10 @@ one-word query sees. :func:`tag_ranking_loss` adds the listwise view: over the K
 probabilities normalised to sum to one are the target of a softmax over the student's scaled cosines
 (cross-entropy, i.e. KL divergence up to the teachers' entropy)::
 
-    L_rank = -1 / B * sum_b sum_k pi_bk log softmax_k(s' cos(a_b, t_k)),  pi_bk = p_bk / sum_j p_bj
+    L_rank = -1 / B * sum_b sum_k pi_bk log softmax_k(s' cos(a_b, t_k)),  pi_bk = p_bk^g / sum_j p_bj^g
+
+The power ``g`` (1 by default) sharpens the target for ``g > 1``: the teachers' top tag takes more of the mass,
+which is what a one-word query (the top genre) checks, while the order of the other tags is kept.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def soft_target_loss(
 
 
 def tag_ranking_loss(
-    audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor
+    audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, power: float = 1.0
 ) -> torch.Tensor:
     """Listwise cross-entropy between the teachers' normalised tag distribution and a softmax over the student's
     scaled cosines (module docstring).
@@ -62,12 +65,21 @@ def tag_ranking_loss(
         targets: ``(B, K)`` float probabilities in ``[0, 1]``; a row is normalised to sum to one (a row of zeros
             contributes nothing).
         scale: scalar temperature ``s'`` of the softmax (positive).
+        power: exponent ``g > 0`` applied to the probabilities before normalising (1: the probabilities as they
+            are; larger: a sharper target).
 
     Returns:
         The scalar mean over the ``B`` windows.
+
+    Raises:
+        ValueError: ``power`` is not positive.
     """
+    if not power > 0:
+        raise ValueError(f"tag_ranking_loss: power must be > 0, got {power}; use 1 for the plain target")
     logits = scale * F.normalize(audio, dim=-1) @ F.normalize(tag_text, dim=-1).t()  # (B, K)
     t = targets.to(logits.dtype)
+    if power != 1.0:
+        t = t.clamp_min(0.0).pow(power)
     dist = t / t.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)  # (B, K), rows sum to 1 (or 0)
     return -(dist * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
@@ -90,9 +102,11 @@ class SoftTargetHead(nn.Module):
     def forward(self, audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return soft_target_loss(audio, tag_text, targets, self.log_scale.exp(), self.bias)
 
-    def ranking(self, audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """:func:`tag_ranking_loss` with this head's learnable temperature."""
-        return tag_ranking_loss(audio, tag_text, targets, self.log_rank_scale.exp())
+    def ranking(
+        self, audio: torch.Tensor, tag_text: torch.Tensor, targets: torch.Tensor, power: float = 1.0
+    ) -> torch.Tensor:
+        """:func:`tag_ranking_loss` with this head's learnable temperature (and the target's ``power``)."""
+        return tag_ranking_loss(audio, tag_text, targets, self.log_rank_scale.exp(), power)
 
     def probs(self, audio: torch.Tensor, tag_text: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` the student's tag probabilities."""

@@ -45,6 +45,7 @@ from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.fileio import atomic_write
 
 __all__ = [
+    "TEACHER_GENRES",
     "BackboneFeatures",
     "HeadTrainConfig",
     "build_tower",
@@ -56,6 +57,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The teachers' genre tags (of the merged MSD and MTT vocabulary, :func:`~musicsearch.teachers.pseudolabel.
+#: merged_vocabulary`), each the one-word text query a user types for the genre: the words of the genre-ranking
+#: loss (:attr:`HeadTrainConfig.genre_rank_weight`) and of the genre-agreement check (``experiments/soft_compare.py``).
+TEACHER_GENRES: tuple[str, ...] = (
+    "rock", "pop", "electronic", "jazz", "metal", "folk", "ambient", "classical", "country", "blues",
+    "punk", "funk", "soul", "hip hop", "techno", "dance", "indie", "house", "r&b", "new age",
+)  # fmt: skip
 
 
 def load_window(track: Track, window_samples: int) -> np.ndarray:
@@ -244,12 +253,21 @@ class HeadTrainConfig:
         soft_weight: weight of the soft-target loss (0 trains on pseudo-captions and corpus text only).
         rank_weight: weight of the listwise tag-ranking loss (:func:`musicsearch.losses.soft_targets.
             tag_ranking_loss`): which teacher tag comes first for a window.
+        rank_power: the ranking target's power (``tag_ranking_loss``'s ``power``; > 1 sharpens it towards the
+            teachers' top tag).
+        genre_rank_weight: weight of a second ranking loss over the genre words only (:data:`TEACHER_GENRES` as
+            text, the teachers' merged genre probabilities as target): which genre comes first for a window.
+        genre_rank_power: that target's power.
+        corpus_weight: weight of the corpus windows' rows in the contrastive loss (real windows' rows weigh 1;
+            every row stays a negative for the others).
         pseudo_captions: train real windows contrastively on captions of their confident teacher tags.
         floor: lowest per-tag threshold of the confident tags.
         ceiling: highest per-tag threshold.
         max_tags: most confident tags a window keeps.
         caption_share: chance that a corpus window's text is one of its captions rather than a stochastic tag text.
         text_variants: texts drawn per training window before training (one is picked at every step).
+        init_from: a checkpoint of the same ``preset`` (e.g. a head trained before) whose head, audio projection
+            and logit scale the training starts from, instead of the zero head; empty: the zero head.
         seed: the one seed (initialisation, batches, text sampling).
     """
 
@@ -261,13 +279,40 @@ class HeadTrainConfig:
     weight_decay: float = 1e-4
     soft_weight: float = 1.0
     rank_weight: float = 0.0
+    rank_power: float = 1.0
+    genre_rank_weight: float = 0.0
+    genre_rank_power: float = 1.0
+    corpus_weight: float = 1.0
     pseudo_captions: bool = True
     floor: float = 0.2
     ceiling: float = 0.5
     max_tags: int = 10
     caption_share: float = 0.3
     text_variants: int = 6
+    init_from: str = ""
     seed: int = 0
+
+
+def row_weighted_info_nce(
+    audio: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE (:func:`musicsearch.losses.contrastive.info_nce` in one process) with a weight per pair.
+
+    Pair ``i``'s term is ``(CE(scale * a_i @ T^T, i) + CE(scale * t_i @ A^T, i)) / 2``; the loss is the mean over
+    the ``B`` pairs of ``weights[i]`` times it (so weights of one give ``info_nce``; a pair of weight 0 adds no
+    term of its own but stays a negative of the others).
+
+    Args:
+        audio: ``(B, D)`` L2-normalised audio embeddings.
+        text: ``(B, D)`` L2-normalised text embeddings.
+        scale: scalar multiplier of the cosine logits.
+        weights: ``(B,)`` non-negative weights.
+    """
+    logits = scale * audio @ text.t()  # (B, B): row i = audio i against every text
+    labels = torch.arange(audio.shape[0], device=audio.device)
+    per_pair = 0.5 * (F.cross_entropy(logits, labels, reduction="none")
+                      + F.cross_entropy(logits.t(), labels, reduction="none"))  # fmt: skip
+    return (weights.to(per_pair.dtype) * per_pair).mean()
 
 
 class _TextCache:
@@ -286,6 +331,29 @@ class _TextCache:
             for t, e in zip(new, F.normalize(emb, dim=-1)):
                 self.cache[t] = e
         return torch.stack([self.cache[t] for t in texts])
+
+
+def _start_from(model: Any, checkpoint: str) -> None:
+    """Copy the head, audio projection and logit scale of ``checkpoint`` (a model of the same tower) into
+    ``model``.
+
+    Raises:
+        ConfigError: the checkpoint's tower differs (its head does not fit).
+    """
+    from musicsearch.models.loading import resolve_model
+
+    start = resolve_model(checkpoint).model.state_dict()
+    keep = ("audio_encoder.head.", "audio_projector.", "logit_scale")
+    state = model.state_dict()
+    part = {k: v for k, v in start.items() if k.startswith(keep)}
+    bad = sorted(k for k in part if k not in state or state[k].shape != part[k].shape)
+    mine = sorted(k for k in state if k.startswith(keep) and k not in part)
+    if bad or mine or not part:
+        raise ConfigError(
+            f"init_from={checkpoint!r}: its head does not fit the tower of {model.config.name!r} "
+            f"(mismatched {bad[:3]}, missing {mine[:3]}); start from a checkpoint of the same preset"
+        )
+    model.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in part.items()}})
 
 
 def train_head(
@@ -339,6 +407,11 @@ def train_head(
 
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ConfigError("train_head needs epochs >= 1 and batch_size >= 2")
+    if not (cfg.rank_power > 0 and cfg.genre_rank_power > 0) or cfg.corpus_weight < 0:
+        raise ConfigError(
+            f"train_head needs rank_power > 0, genre_rank_power > 0 and corpus_weight >= 0; got {cfg.rank_power}, "
+            f"{cfg.genre_rank_power}, {cfg.corpus_weight}"
+        )
     if len(real) != real_feats.features.shape[0] or (corpus and corpus_feats is None):
         raise ConfigError("every window needs its cached features (extract_features)")
     t_start = time.perf_counter()
@@ -346,6 +419,8 @@ def train_head(
     rng = np.random.default_rng(cfg.seed)
     source_audio, _ = PRESETS.get(cfg.feature_preset)()
     model = build_tower(cfg.preset, base)
+    if cfg.init_from:
+        _start_from(model, cfg.init_from)
     cols = torch.from_numpy(feature_columns(source_audio, model.config.audio))
 
     # teachers' probabilities -> soft targets (all tags, natural text) and confident tags (merged vocabulary)
@@ -387,7 +462,12 @@ def train_head(
     cached_text = _TextCache(model, text_cache)
     tag_emb = cached_text(tag_texts)  # (K, D), frozen
     soft = SoftTargetHead()
+    genre_head = SoftTargetHead()  # its own ranking temperature for the genre words
+    genre_emb = cached_text(list(TEACHER_GENRES))  # (G, D)
+    genre_probs = torch.from_numpy(merged[:, [vocab.index(g) for g in TEACHER_GENRES]])  # (N_real, G)
     params = [*model.audio_encoder.head.parameters(), *model.audio_projector.parameters(), *soft.parameters()]
+    if cfg.genre_rank_weight > 0:
+        params += list(genre_head.parameters())
     if hasattr(model, "logit_scale"):
         params.append(model.logit_scale)
     # what the config makes trainable decides which text weights a checkpoint stores: restored before saving
@@ -435,7 +515,11 @@ def train_head(
             a = F.normalize(audio[has], dim=-1)
             t = cached_text([texts[k] for k in has])  # type: ignore[misc]
             scale = model.logit_scale.exp().clamp(max=model.config.max_logit_scale)
-            c = info_nce(a, t, scale)
+            if cfg.corpus_weight == 1.0:
+                c = info_nce(a, t, scale)
+            else:
+                w = torch.tensor([1.0 if idx[k] < n_real else cfg.corpus_weight for k in has])
+                c = row_weighted_info_nce(a, t, scale, w)
             loss = loss + c
             stats["contrastive"] = float(c.detach())
         real_rows = [k for k, i in enumerate(idx) if i < n_real]
@@ -444,9 +528,13 @@ def train_head(
             loss = loss + cfg.soft_weight * s
             stats["soft"] = float(s.detach())
         if real_rows and cfg.rank_weight > 0:
-            rk = soft.ranking(audio[real_rows], tag_emb, probs[idx[real_rows]])
+            rk = soft.ranking(audio[real_rows], tag_emb, probs[idx[real_rows]], cfg.rank_power)
             loss = loss + cfg.rank_weight * rk
             stats["rank"] = float(rk.detach())
+        if real_rows and cfg.genre_rank_weight > 0:
+            gr = genre_head.ranking(audio[real_rows], genre_emb, genre_probs[idx[real_rows]], cfg.genre_rank_power)
+            loss = loss + cfg.genre_rank_weight * gr
+            stats["genre_rank"] = float(gr.detach())
         return loss, stats
 
     history = []
