@@ -22,9 +22,21 @@ Recall@10 is measured on the track index (what ranks results) with queries drawn
 exact NumPy search over the same vectors. Building a 1 M store takes minutes: ``--keep DIR`` keeps each store in
 ``DIR`` and later runs reuse it.
 
+``--vectors real-mix`` builds the stores from REAL embeddings of ``--model`` instead (``benchmarks/real_mix.py``:
+window embeddings of real recordings, grown to N by seeded mixtures of real neighbours plus small noise) and
+measures recall with real text queries: the captions of the procedural corpus, which the index's tuning never saw
+(``held-out``), the tuning texts themselves and queries by example. These stores tune ``nprobe`` at their IVF
+training on the model's tuning texts, as an indexing run does.
+
+``--nprobe`` lists the track index's cells per query to compare, each in turn with every text way, query by query:
+``store`` (what the store uses: its tuned nprobe, or ``nlist/32`` for a store saved without tuning), ``default``
+(``nlist/32``) or a number.
+
 Usage:
     nice -n 10 python benchmarks/query_latency.py --sizes 100000,1000000 --keep ~/.cache/musicsearch-bench
     nice -n 10 python benchmarks/query_latency.py --sizes 10000 --text onnx,torch --queries 100
+    python benchmarks/query_latency.py --vectors real-mix --sizes 1000000 --windows 1 --text onnx-int8 \
+        --nprobe store,default --keep ~/.cache/musicsearch-bench
 """
 
 from __future__ import annotations
@@ -48,9 +60,11 @@ import torch
 
 from _data import gaussian_mixture_vectors
 from musicsearch.index.backends.base import l2_normalize
+from musicsearch.index.backends.faiss_backend import default_nprobe, recall_at_k
 from musicsearch.index.embedder import Embedder, WindowPlan, load_embedder
 from musicsearch.index.metadata import TrackInfo
 from musicsearch.index.store import Store, StoreSettings
+from musicsearch.index.tuning import tuning_queries
 from musicsearch.search.api import Searcher
 from musicsearch.search.textenc import OnnxEmbedder, open_embedder
 
@@ -89,9 +103,10 @@ def thread_limit(n: int) -> Iterator[None]:
 
 
 def build_store(
-    path: Path, embedder: Embedder, n: int, windows: int, rng: np.random.Generator
+    path: Path, embedder: Embedder, n: int, windows: int, rng: np.random.Generator, real_mix: bool = False
 ) -> tuple[float, np.ndarray]:
-    """Write a store of ``n`` synthetic tracks; return (seconds, the mixture's centres).
+    """Write a store of ``n`` tracks (synthetic mixture, or ``real_mix``: real embeddings grown by mixtures); return
+    (seconds, the mixture's centres (empty for real-mix)).
 
     The vector indexes get every vector in one ``add`` at the end: an index growing chunk by chunk would retrain
     its IVF cells at each doubling (the indexer's behaviour for a growing collection), which at 1 M tracks x 4
@@ -109,7 +124,12 @@ def build_store(
         created=time.time(),
     )
     dim = embedder.dim
-    vecs, centers = gaussian_mixture_vectors(n, dim, rng=rng, n_clusters=max(16, n // 1000))
+    if real_mix:
+        from real_mix import grow_real_mix, real_window_embeddings
+
+        vecs, centers = grow_real_mix(real_window_embeddings(embedder.source), n, rng), np.zeros((0, dim + 1))
+    else:
+        vecs, centers = gaussian_mixture_vectors(n, dim, rng=rng, n_clusters=max(16, n // 1000))
     all_t: list[np.ndarray] = []
     all_w: list[tuple[np.ndarray, np.ndarray]] = []
     with Store.create(path, settings) as store:
@@ -141,6 +161,9 @@ def build_store(
             all_t.append(np.array(t_ids, np.int64))
             all_w.append((np.array(w_ids, np.int64), w_vecs))
             store.vector_file.write(np.array(t_ids + w_ids, np.int64), np.concatenate([block, w_vecs]))
+        if real_mix:  # tuned on the model's typical texts at the IVF training, as an indexing run does
+            store.tracks.set_tuning_queries(tuning_queries(embedder))
+            store.windows.set_tuning_queries(tuning_queries(embedder))
         store.tracks.add(np.concatenate(all_t), vecs)  # vecs: in track order, as the ids
         store.windows.add(np.concatenate([i for i, _ in all_w]), np.concatenate([v for _, v in all_w]))
         store.save_vectors()
@@ -202,6 +225,8 @@ def text_ways(model: str, ways: list[str], text_threads: int) -> dict[str, Embed
 
 @dataclass
 class WayRow:
+    index: str
+    recall: str
     p50: float
     p99: float
     embed_p50: float
@@ -219,16 +244,16 @@ class Row:
     bytes_per_track: float
     rss_mb: float
     model_rss_mb: float
-    index: str
-    recall: float
     ways: dict[str, WayRow] = field(default_factory=dict)
 
 
-def open_or_build(root: Path, n: int, windows: int, embedder: Embedder, keep: bool) -> tuple[Path, float, np.ndarray]:
+def open_or_build(
+    root: Path, n: int, windows: int, embedder: Embedder, keep: bool, real_mix: bool = False
+) -> tuple[Path, float, np.ndarray]:
     """The store of ``n`` tracks (built now, or reused from ``root`` when ``keep``): (path, build s or nan,
     the mixture's centres)."""
     rng = np.random.default_rng(n)
-    path = root / f"store{n}x{windows}-{embedder.checksum[:12]}"
+    path = root / f"store{n}x{windows}-{'realmix-' if real_mix else ''}{embedder.checksum[:12]}"
     done = path / "bench-complete.json"
     n_clusters = max(16, n // 1000)
     if keep and done.exists():
@@ -237,55 +262,104 @@ def open_or_build(root: Path, n: int, windows: int, embedder: Embedder, keep: bo
         return path, float(json.loads(done.read_text())["build_s"]), centers
     shutil.rmtree(path, ignore_errors=True)
     print(f"[{n}] building a store of {n} tracks x {windows} windows ...", file=sys.stderr, flush=True)
-    build_s, centers = build_store(path, embedder, n, windows, rng)
+    build_s, centers = build_store(path, embedder, n, windows, rng, real_mix)
     done.write_text(json.dumps({"build_s": build_s}))
     return path, build_s, centers
 
 
+def nprobe_value(spec: str, backend: Any) -> int | None:
+    """The explicit ``nprobe`` of an ``--nprobe`` item on ``backend`` (``None``: what the store uses)."""
+    if spec == "store" or getattr(backend, "mode", "exact") != "ivf":
+        return None
+    if spec == "default":
+        return default_nprobe(int(backend._index.nlist))
+    return int(spec)
+
+
+def recall_queries(
+    store: Store, embedder: Embedder, ids: np.ndarray, vecs: np.ndarray, centers: np.ndarray, real_mix: bool
+) -> dict[str, np.ndarray]:
+    """Recall query groups: mixture queries (synthetic stores); held-out captions, tuning texts and examples
+    (real-mix stores, the text tower of ``embedder``)."""
+    rng = np.random.default_rng(len(ids))
+    if not real_mix:
+        return {"mixture": gaussian_mixture_vectors(200, embedder.dim, rng=rng, centers=centers)[0]}
+    from real_mix import query_groups
+
+    groups = query_groups(embedder, vecs, rng)
+    return {"held-out": groups["held-out captions"], "tuning": groups["tuning texts"], "example": groups["examples"]}
+
+
+def track_recall(backend: Any, ids: np.ndarray, vecs: np.ndarray, groups: dict[str, np.ndarray]) -> str:
+    """Recall@10 of the track index at its current nprobe against exact search, per query group."""
+    out = []
+    for g, q in groups.items():
+        kth = np.sort(q @ vecs.T, axis=1)[:, -K]  # (Q,) the K-th exact score
+        out.append(f"{g} {recall_at_k(backend.search(q, K)[0], kth):.3f}")
+    return ", ".join(out)
+
+
 def measure(
-    n: int, windows: int, n_queries: int, embedders: dict[str, Embedder], threads: int, root: Path, keep: bool
+    n: int,
+    windows: int,
+    n_queries: int,
+    embedders: dict[str, Embedder],
+    threads: int,
+    root: Path,
+    keep: bool,
+    nprobes: list[str],
+    real_mix: bool,
 ) -> Row:
     first = next(iter(embedders.values()))
-    path, build_s, centers = open_or_build(root, n, windows, first, keep)
+    path, build_s, centers = open_or_build(root, n, windows, first, keep, real_mix)
     size = dir_bytes(path)
     gc.collect()
     model_rss, rss = server_memory(path, first.source)
     store = Store.open(path)
+    tracks: Any = store.tracks
     searchers = {w: Searcher(store, e, text_cache_size=0) for w, e in embedders.items()}  # one store, shared
     t0 = time.perf_counter()
     for s in searchers.values():
         s.calibration()
     print(f"[{n}] calibration {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(n_queries)]
-    t = {w: {"total": [], "embed": [], "search": [], "metadata": [], "filt": []} for w in searchers}
-    rng = np.random.default_rng(n)
+    combos = [(w, p) for p in nprobes for w in searchers]  # every text way at every nprobe
+    t = {c: {"total": [], "embed": [], "search": [], "metadata": [], "filt": []} for c in combos}
+    values = {p: nprobe_value(p, tracks) for p in nprobes}
     with thread_limit(threads):
-        for s in searchers.values():
+        for w, p in combos:
+            tracks.nprobe = values[p]
             for text in texts[:5]:
-                s.search(text, k=K)
+                searchers[w].search(text, k=K)
         for i, text in enumerate(texts):
-            for w, s in searchers.items():  # the ways take turns, query by query
+            for c in combos:  # the ways take turns, query by query
+                w, p = c
+                tracks.nprobe = values[p]
+                s = searchers[w]
                 timings = s.search(text, k=K).timings_ms
                 for key in ("total", "embed", "search", "metadata"):
-                    t[w][key].append(timings[key])
+                    t[c][key].append(timings[key])
                 if i % 2 == 0:
                     fr = s.search(text, k=K, filters=[f"tag={TAGS[i % 60]}", "year>=1990"])
-                    t[w]["filt"].append(fr.timings_ms["total"])
-        # recall@10 of the track index against exact search, queries from the same mixture
-        searcher = next(iter(searchers.values()))
-        ids, all_vecs = searcher.track_vectors()
-        queries, _ = gaussian_mixture_vectors(200, first.dim, rng=rng, centers=centers)
-        got = store.tracks.search(queries, K)[1]
-        exact = ids[np.argsort(-(queries @ all_vecs.T), axis=1)[:, :K]]
-        recall = float(np.mean([len(set(g) & set(e)) / K for g, e in zip(got.tolist(), exact.tolist())]))
-    index = describe_index(store.tracks)
+                    t[c]["filt"].append(fr.timings_ms["total"])
+        # recall@10 of the track index against exact search, per nprobe
+        ids, all_vecs = next(iter(searchers.values())).track_vectors()
+        groups = recall_queries(store, first, ids, all_vecs, centers, real_mix)
+        index, recall = {}, {}
+        for p in nprobes:
+            tracks.nprobe = values[p]
+            index[p] = describe_index(tracks)
+            recall[p] = track_recall(tracks, ids, all_vecs, groups)
+    tracks.nprobe = None
     store.close()
     if not keep:
         shutil.rmtree(path, ignore_errors=True)
     pct = np.percentile
-    row = Row(n, windows, build_s, size / n, rss, model_rss, index, recall)
-    for w, d in t.items():
-        row.ways[w] = WayRow(
+    row = Row(n, windows, build_s, size / n, rss, model_rss)
+    for (w, p), d in t.items():
+        row.ways[f"{w} @ {p}"] = WayRow(
+            index=index[p],
+            recall=recall[p],
             p50=float(pct(d["total"], 50)),
             p99=float(pct(d["total"], 99)),
             embed_p50=float(pct(d["embed"], 50)),
@@ -298,11 +372,14 @@ def measure(
 
 
 def describe_index(backend: Any) -> str:
-    """The track index as searched: ``exact`` or ``IVF<nlist>,Flat nprobe <n>`` (FAISS), else its mode."""
+    """The track index as searched: ``exact`` or ``IVF<nlist>,Flat nprobe <n>`` (FAISS; ``tuned`` when the
+    store's measured choice), else its mode."""
     mode = str(getattr(backend, "mode", "?"))
     index = getattr(backend, "_index", None)
-    if mode == "ivf" and index is not None and hasattr(backend, "_effective_nprobe"):
-        return f"IVF{int(index.nlist)},Flat nprobe {backend._effective_nprobe(index)}"
+    if mode == "ivf" and index is not None and hasattr(backend, "effective_nprobe"):
+        tuning = backend.tuning
+        tuned = " (tuned)" if backend.nprobe is None and tuning is not None else ""
+        return f"IVF{int(index.nlist)},Flat nprobe {backend.effective_nprobe}{tuned}"
     return mode
 
 
@@ -317,20 +394,30 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads per query (0: default)")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--keep", default=None, help="keep the stores in this folder and reuse them in later runs")
+    ap.add_argument("--vectors", choices=("synthetic", "real-mix"), default="synthetic", help="see the docstring")
+    ap.add_argument("--nprobe", default="store", help="comma-separated: store, default (nlist/32) or a number")
     args = ap.parse_args()
     torch.manual_seed(0)
     ways = [w.strip() for w in args.text.split(",") if w.strip()]
     embedders = text_ways(args.model, ways, args.text_threads)
     root = Path(args.keep or args.dir or tempfile.mkdtemp(prefix="query_latency_")).expanduser()
     root.mkdir(parents=True, exist_ok=True)
+    nprobes = [p.strip() for p in args.nprobe.split(",") if p.strip()]
+    for p in nprobes:
+        if p not in ("store", "default") and not (p.isdigit() and int(p) > 0):
+            raise SystemExit(f"--nprobe items are store, default or a positive number, got {p!r}")
     rows = [
-        measure(int(s), args.windows, args.queries, embedders, args.threads, root, args.keep is not None)
+        measure(
+            int(s), args.windows, args.queries, embedders, args.threads, root, args.keep is not None, nprobes,
+            args.vectors == "real-mix",
+        )
         for s in args.sizes.split(",")
-    ]
+    ]  # fmt: skip
     load = " ".join(f"{x:.1f}" for x in __import__("os").getloadavg())
     print(
         f"\nend-to-end query latency ({args.model} text tower; ONNX {args.text_threads} intra-op thread(s); "
-        f"{args.threads} BLAS/OpenMP thread(s); top-{K}; ways alternated query by query; load average {load})\n"
+        f"{args.threads} BLAS/OpenMP thread(s); top-{K}; ways alternated query by query; {args.vectors} vectors; "
+        f"load average {load})\n"
     )
     print(
         "| tracks | windows/track | track index | text | p50 ms | p99 ms | embed p50 | search p50 "
@@ -341,8 +428,8 @@ def main() -> None:
     for r in rows:
         for w, x in r.ways.items():
             print(
-                f"| {r.n:,} | {r.windows} | {r.index} | {w} | {x.p50:.1f} | {x.p99:.1f} | {x.embed_p50:.1f} "
-                f"| {x.search_p50:.2f} | {x.meta_p50:.2f} | {x.filt_p50:.1f} / {x.filt_p99:.1f} | {r.recall:.3f} "
+                f"| {r.n:,} | {r.windows} | {x.index} | {w} | {x.p50:.1f} | {x.p99:.1f} | {x.embed_p50:.1f} "
+                f"| {x.search_p50:.2f} | {x.meta_p50:.2f} | {x.filt_p50:.1f} / {x.filt_p99:.1f} | {x.recall} "
                 f"| {r.build_s:.0f} | {r.bytes_per_track:,.0f} | {r.rss_mb:,.0f} (+ {r.model_rss_mb:,.0f}) |"
             )
     if args.keep is None and args.dir is None:
