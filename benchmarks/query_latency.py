@@ -267,6 +267,41 @@ def open_or_build(
     return path, build_s, centers
 
 
+class GcProbe:
+    """A ``gc.callbacks`` hook adding up the milliseconds the garbage collector runs."""
+
+    def __init__(self) -> None:
+        self.ms = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.ms += (time.perf_counter() - self._start) * 1e3
+
+
+def report_tails(n: int, t: dict[tuple[str, str], dict[str, list[float]]]) -> None:
+    """Print (stderr) where the slowest 1 % of each way's queries spent their time beyond the median: which part
+    (text, search, metadata, garbage collection, the rest) and whether they are the first queries."""
+    for (w, p), d in t.items():
+        total = np.array(d["total"])
+        slow = np.argsort(-total)[: max(1, total.size // 100)]
+        excess = {}
+        for key in ("embed", "search", "metadata", "gc"):
+            arr = np.array(d[key])
+            excess[key] = float(np.mean(arr[slow] - np.median(arr)))
+        rest = float(np.mean(total[slow] - np.median(total))) - sum(v for k, v in excess.items() if k != "gc")
+        print(
+            f"[{n}] {w} @ {p}: slowest {slow.size} queries (numbers {sorted(slow.tolist())}) "
+            f"{np.mean(total[slow]):.1f} ms vs median {np.median(total):.1f}; excess: "
+            + ", ".join(f"{k} {v:+.1f}" for k, v in excess.items())
+            + f", unaccounted {rest:+.1f} ms; gc ran in {int(np.count_nonzero(np.array(d['gc']) > 0))} of "
+            f"{total.size} queries",
+            file=sys.stderr,
+        )
+
+
 def nprobe_value(spec: str, backend: Any) -> int | None:
     """The explicit ``nprobe`` of an ``--nprobe`` item on ``backend`` (``None``: what the store uses)."""
     if spec == "store" or getattr(backend, "mode", "exact") != "ivf":
@@ -324,24 +359,30 @@ def measure(
     print(f"[{n}] calibration {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(n_queries)]
     combos = [(w, p) for p in nprobes for w in searchers]  # every text way at every nprobe
-    t = {c: {"total": [], "embed": [], "search": [], "metadata": [], "filt": []} for c in combos}
+    t = {c: {"total": [], "embed": [], "search": [], "metadata": [], "filt": [], "gc": []} for c in combos}
     values = {p: nprobe_value(p, tracks) for p in nprobes}
     with thread_limit(threads):
         for w, p in combos:
             tracks.nprobe = values[p]
             for text in texts[:5]:
                 searchers[w].search(text, k=K)
+        probe = GcProbe()
+        gc.callbacks.append(probe)
         for i, text in enumerate(texts):
             for c in combos:  # the ways take turns, query by query
                 w, p = c
                 tracks.nprobe = values[p]
                 s = searchers[w]
+                gc_before = probe.ms
                 timings = s.search(text, k=K).timings_ms
+                t[c]["gc"].append(probe.ms - gc_before)
                 for key in ("total", "embed", "search", "metadata"):
                     t[c][key].append(timings[key])
                 if i % 2 == 0:
                     fr = s.search(text, k=K, filters=[f"tag={TAGS[i % 60]}", "year>=1990"])
                     t[c]["filt"].append(fr.timings_ms["total"])
+        gc.callbacks.remove(probe)
+        report_tails(n, t)
         # recall@10 of the track index against exact search, per nprobe
         ids, all_vecs = next(iter(searchers.values())).track_vectors()
         groups = recall_queries(store, first, ids, all_vecs, centers, real_mix)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,6 +331,7 @@ class FaissBackend(VectorBackend):
         one (:func:`tune_nprobe`): queries are :data:`TUNE_EXAMPLES` stored vectors (seeded by :attr:`seed`) and
         the caller's real queries; exact answers by brute force over ``vecs``."""
         assert self.target_recall is not None
+        t0 = time.perf_counter()
         rng = np.random.default_rng(self.seed)
         n = vecs.shape[0]
         k = min(TUNE_K, n)
@@ -353,7 +355,7 @@ class FaissBackend(VectorBackend):
 
         tuning = tune_nprobe(search, groups, exact_kth, nlist=int(index.nlist), target=self.target_recall, k=k)
         log.info(
-            "IVF%d over %d vectors: nprobe %d reaches recall@%d %s (target %.2f; %s)",
+            "IVF%d over %d vectors: nprobe %d reaches recall@%d %s (target %.2f; %s; measured in %.1f s)",
             int(index.nlist),
             n,
             tuning.nprobe,
@@ -361,6 +363,7 @@ class FaissBackend(VectorBackend):
             ", ".join(f"{g} {r:.3f}" for g, r in tuning.recall.items()),
             self.target_recall,
             ", ".join(f"{g}: {c} queries" for g, c in tuning.queries.items()),
+            time.perf_counter() - t0,
         )
         return tuning
 
