@@ -154,7 +154,7 @@ def sweep(store_path: Path, *, model: str, threads: int, repeats: int) -> None:
     names = list(groups)
     print("| nprobe | " + " | ".join(f"{g} recall@10 ({len(groups[g])} q)" for g in names) + " | p50 ms | p99 ms |")
     print("|---:|" + "---:|" * len(names) + "---:|---:|")
-    ladder = [p for p in nprobe_ladder(nlist) if p <= 512]
+    ladder = [p for p in nprobe_ladder(nlist) if 4 <= p <= 256]
     with threadpool_limits(limits=threads):
         faiss.omp_set_num_threads(threads)
         for p in ladder:
