@@ -149,6 +149,18 @@ def test_backend_tunes_at_training_and_its_recall_is_the_measured_one() -> None:
     assert oracle_recall(got, exact) == pytest.approx(tuning.recall["text"], abs=1.5 / (60 * K))
 
 
+def test_index_info_says_how_nprobe_was_chosen() -> None:
+    tuned, _, _ = ivf_store()
+    info = tuned.index_info()
+    assert tuned.tuning is not None
+    assert info["mode"] == "ivf" and info["nprobe"] == tuned.tuning.nprobe and info["nprobe_from"] == "tuned"
+    assert info["recall"] == tuned.tuning.recall and info["target_recall"] == DEFAULT_TARGET_RECALL
+    assert ivf_store(nprobe=5)[0].index_info()["nprobe_from"] == "explicit"
+    assert ivf_store(target_recall=None)[0].index_info()["nprobe_from"] == "nlist/32"
+    assert FaissBackend(DIM).index_info() == {"mode": "exact"}
+    assert create_backend("numpy", DIM).index_info() == {"mode": "exact"}
+
+
 def test_tuning_survives_reopen(tmp_path: Path) -> None:
     store, _, queries = ivf_store()
     store.save(tmp_path / "v")

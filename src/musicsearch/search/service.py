@@ -613,6 +613,7 @@ def create_app(
             "weights_checksum": settings.weights_checksum,
             "preprocessing_version": settings.plan.version(),
             "backend": settings.backend,
+            "track_index": searcher.store.tracks.index_info(),
             "dim": settings.dim,
             "searches": gate.state(),
         }

@@ -308,6 +308,10 @@ class VectorBackend(abc.ABC):
             raise MusicSearchError(f"{path} holds a {manifest['backend']!r} store, not {cls.name!r}")
         return cls._open(Path(path), manifest)
 
+    def index_info(self) -> dict[str, Any]:
+        """JSON-ready description of the index searched now (for status pages): at least ``mode``."""
+        return {"mode": "exact" if self.exact else "approximate"}
+
     def set_tuning_queries(self, provider: Callable[[], np.ndarray] | None) -> None:  # noqa: B027 - optional hook
         """Give the backend real queries to tune its approximate index on (the text embeddings of the store's
         model for typical queries); exact backends ignore them.

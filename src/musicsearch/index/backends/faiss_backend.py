@@ -313,6 +313,22 @@ class FaissBackend(VectorBackend):
             return None
         return self._effective_nprobe(faiss.downcast_index(self._index))
 
+    def index_info(self) -> dict[str, Any]:
+        """``{"mode": "exact"}``, or for IVF: ``mode``, ``nlist``, the ``nprobe`` searched and how it was chosen
+        (``explicit``, ``tuned`` with its measured recall@k per query group and target, or ``nlist/32``)."""
+        if self.mode != "ivf":
+            return {"mode": "exact"}
+        nlist = int(faiss.downcast_index(self._index).nlist)
+        info: dict[str, Any] = {"mode": "ivf", "nlist": nlist, "nprobe": self.effective_nprobe}
+        if self.nprobe is not None:
+            info["nprobe_from"] = "explicit"
+        elif self._tuning is not None:
+            t = self._tuning
+            info |= {"nprobe_from": "tuned", "recall": t.recall, "recall_k": t.k, "target_recall": t.target}
+        else:
+            info["nprobe_from"] = "nlist/32"
+        return info
+
     def set_tuning_queries(self, provider: Callable[[], np.ndarray] | None) -> None:
         """Real queries (a ``(Q, D)`` array from ``provider``, called only when an IVF training happens) that the
         ``nprobe`` tuning measures recall on, as the group ``"text"``, beside the stored vectors it always uses."""
