@@ -318,7 +318,8 @@ class FaissBackend(VectorBackend):
         (``explicit``, ``tuned`` with its measured recall@k per query group and target, or ``nlist/32``)."""
         if self.mode != "ivf":
             return {"mode": "exact"}
-        nlist = int(faiss.downcast_index(self._index).nlist)
+        index: Any = faiss.downcast_index(self._index)
+        nlist = int(index.nlist)
         info: dict[str, Any] = {"mode": "ivf", "nlist": nlist, "nprobe": self.effective_nprobe}
         if self.nprobe is not None:
             info["nprobe_from"] = "explicit"
