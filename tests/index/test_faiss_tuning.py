@@ -198,14 +198,19 @@ def test_tuning_off_and_explicit_nprobe() -> None:
             FaissBackend(DIM, target_recall=bad)
 
 
-def test_failing_query_provider_tunes_on_examples(caplog: pytest.LogCaptureFixture) -> None:
+def test_without_real_queries_nprobe_stays_nlist_over_32(caplog: pytest.LogCaptureFixture) -> None:
+    """Stored vectors alone are easy queries; tuning on them would pick too few cells for text queries."""
     vecs, _ = clustered(1500, 1, seed=2)
-    store = FaissBackend(DIM, exact_threshold=1000)
-    store.set_tuning_queries(lambda: np.zeros((3, DIM + 1), np.float32))  # wrong dimension
+    bad = FaissBackend(DIM, exact_threshold=1000)
+    bad.set_tuning_queries(lambda: np.zeros((3, DIM + 1), np.float32))  # wrong dimension
     with caplog.at_level(logging.WARNING):
-        store.add(np.arange(1500), vecs)
-    assert "without text queries" in caplog.text
-    assert store.tuning is not None and set(store.tuning.recall) == {"example"}
+        bad.add(np.arange(1500), vecs)
+    assert "nprobe not tuned" in caplog.text
+    none = FaissBackend(DIM, exact_threshold=1000)
+    none.add(np.arange(1500), vecs)
+    for store in (bad, none):
+        nlist = int(faiss.downcast_index(store._index).nlist)
+        assert store.mode == "ivf" and store.tuning is None and store.effective_nprobe == default_nprobe(nlist)
 
 
 def test_tuning_json_round_trip() -> None:
