@@ -436,7 +436,8 @@ class OnnxAudioEmbedder(ExportedEmbedder):
     :data:`~musicsearch.models.onnx.PARITY_TOLERANCE` of torch's. The session runs ``threads`` intra-op threads in
     sequential execution mode (one operator at a time, each split across the threads), without spin-waiting
     between operators (measured: the spinning threads only took CPU time from the decoding processes and other
-    load); it is made on first use and again when :meth:`using_threads` asks for another count. Texts go through
+    load); one session is made per thread count on first use and kept (the indexer switches between all cores and
+    the cores a running decoder leaves, batch by batch). Texts go through
     the export's text graph when it has one, else through the torch model, which :attr:`model` loads on first use
     only.
 
@@ -454,24 +455,23 @@ class OnnxAudioEmbedder(ExportedEmbedder):
             raise MusicSearchError(f"model threads must be >= 0, got {threads}")
         super().__init__(exported, source=source, batch_size=batch_size)
         self.threads = int(threads) or available_cores()
-        self._session: Any = None
-        self._session_threads = 0
+        self._sessions: dict[int, Any] = {}  # intra-op threads -> session
 
     def session(self) -> Any:
-        """The ONNX Runtime session of the audio graph with :attr:`threads` intra-op threads (made on first use).
+        """The ONNX Runtime session of the audio graph with :attr:`threads` intra-op threads (made on first use
+        for each thread count, then kept).
 
         Raises:
             StaleExportError: the graph cannot be loaded (a damaged file).
         """
-        if self._session is None or self._session_threads != self.threads:
-            self._session = self.exported.audio_session(threads=self.threads, spinning=False)
-            self._session_threads = self.threads
-        return self._session
+        if self.threads not in self._sessions:
+            self._sessions[self.threads] = self.exported.audio_session(threads=self.threads, spinning=False)
+        return self._sessions[self.threads]
 
     @contextlib.contextmanager
     def using_threads(self, threads: int) -> Iterator[None]:
-        """Run the session on ``threads`` intra-op threads inside the ``with`` block (a new session on first use
-        when the count changes; torch's threads are left alone).
+        """Run the session on ``threads`` intra-op threads inside the ``with`` block (that count's session, made
+        on its first use; torch's threads are left alone).
 
         Raises:
             MusicSearchError: ``threads`` < 1.

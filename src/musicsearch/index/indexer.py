@@ -8,6 +8,15 @@ number ahead of the model; the main process batches windows *across* tracks (``b
 pass) and runs the model, so decoding overlaps inference. A worker that crashes (a decoder segfault on a hostile
 file) is replaced and the file it held is reported, not fatal.
 
+**Cores.** The model never shares a core with a running decoder, and never leaves one idle when it can help it:
+before each forward pass the batcher looks at the decoding jobs still running (:class:`_Decoding`). With none, the
+model runs ``batch_size`` windows on every core; with ``k`` running, one window on the ``cores - k`` cores they
+leave, so that the model is back on every core soon after they finish; and when one window there would take
+longer than twice a decode (a slow model: the cores would idle after the decoder finishes), the model waits for
+the decoders instead, as a plain decode-then-embed loop would. A parallel operator whose thread is descheduled by a
+decoder waits at its barrier (the thread fight of issue 15); a fixed split (a core for decoding, the rest for the
+model) halves the model where decoding is a small share of the work.
+
 **Incremental.** A file is unchanged when its SHA-256 (plus its segment and metadata, see
 :func:`~musicsearch.index.sources.content_key`) equals the stored ``content_hash``. The full SHA-256 is cheap next
 to decoding (~1 GB/s against tens of ms to decode a track), catches every edit (a partial hash misses same-size
@@ -57,8 +66,8 @@ from musicsearch.index.embedder import (
     DecodedTrack,
     Embedder,
     WindowPlan,
+    available_cores,
     decode_track,
-    model_threads,
     open_index_embedder,
     single_threaded,
     track_vector,
@@ -319,14 +328,48 @@ def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
             proc.kill()
 
 
-def _outcomes(jobs: Sequence[_Job], workers: int, *, watchdog: float | None = None) -> Iterator[_Outcome]:
+class _Decoding:
+    """The decoding jobs in a pool now (:func:`_outcomes` keeps :attr:`futures`), for the batcher to choose the
+    model's cores around them.
+
+    Args:
+        workers: processes of the pool (at most this many jobs run at once).
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.futures: dict[cf.Future[_Outcome], _Job] = {}
+        self.seconds = 0.0  # wall seconds of the finished jobs, summed
+        self.jobs = 0
+
+    def running(self) -> int:
+        """Jobs submitted and not finished (capped at :attr:`workers`: the rest wait for a worker)."""
+        return min(self.workers, sum(1 for f in self.futures if not f.done()))
+
+    def wait(self, timeout: float | None) -> None:
+        """Block until a running job finishes (or ``timeout`` seconds pass)."""
+        cf.wait([f for f in self.futures if not f.done()], timeout=timeout, return_when=cf.FIRST_COMPLETED)
+
+    def finished(self, outcome: _Outcome) -> None:
+        """Count a job's time (for :meth:`mean_seconds`)."""
+        self.seconds += outcome.seconds
+        self.jobs += 1
+
+    def mean_seconds(self) -> float:
+        """Mean wall seconds of a job so far (0 before the first)."""
+        return self.seconds / self.jobs if self.jobs else 0.0
+
+
+def _outcomes(
+    jobs: Sequence[_Job], workers: int, *, watchdog: float | None = None, decoding: _Decoding | None = None
+) -> Iterator[_Outcome]:
     """Run jobs in a process pool, at most ``2·workers + 2`` ahead of the consumer, yielding as they finish.
 
-    ``workers == 0`` runs them inline. When the pool breaks (a worker killed by a decoder crash), the jobs it
-    held are re-run one at a time in a fresh pool so the one that crashes is found and reported alone. Each
-    job limits its own time (:func:`_time_limit`); ``watchdog`` is the backstop for a decoder stuck inside C
-    code: when no job finishes for that many seconds, the workers are killed and their jobs re-run one at a
-    time, and the one that hangs again is reported.
+    ``workers == 0`` runs them inline; ``decoding`` (optional) is kept up to date with the jobs in the pool. When
+    the pool breaks (a worker killed by a decoder crash), the jobs it held are re-run one at a time in a fresh pool
+    so the one that crashes is found and reported alone. Each job limits its own time (:func:`_time_limit`);
+    ``watchdog`` is the backstop for a decoder stuck inside C code: when no job finishes for that many seconds,
+    the workers are killed and their jobs re-run one at a time, and the one that hangs again is reported.
     """
     if workers <= 0:
         for job in jobs:
@@ -339,6 +382,8 @@ def _outcomes(jobs: Sequence[_Job], workers: int, *, watchdog: float | None = No
         pool = _pool(workers)
         broken = False
         pending: dict[cf.Future[_Outcome], _Job] = {}
+        if decoding is not None:
+            decoding.futures = pending
         try:
             # suspects of the last breakage run one at a time; then the rest, several ahead
             while suspects:
@@ -375,6 +420,8 @@ def _outcomes(jobs: Sequence[_Job], workers: int, *, watchdog: float | None = No
                         broken = True
                         suspects.append(job)
                         continue
+                    if decoding is not None:
+                        decoding.finished(outcome)
                     yield outcome
                     if not broken:
                         for nxt in itertools.islice(queue, 1):
@@ -410,14 +457,44 @@ NONFINITE_REASON = (
 
 
 class _Batcher:
-    """Queue windows of several tracks and embed them ``batch_size`` at a time; hand back finished tracks."""
+    """Queue windows of several tracks and embed them ``batch_size`` at a time; hand back finished tracks.
 
-    def __init__(self, embedder: Embedder, batch_size: int) -> None:
+    Args:
+        embedder: the model.
+        batch_size: windows per forward pass on every core.
+        cores: the cores the model may use (default :func:`~musicsearch.index.embedder.available_cores`).
+        decoding: the decoding jobs running beside the model (``None``: none ever do); each forward pass runs on
+            the cores they leave (see the module docstring, "Cores").
+    """
+
+    def __init__(
+        self, embedder: Embedder, batch_size: int, *, cores: int | None = None, decoding: _Decoding | None = None
+    ) -> None:
         self.embedder = embedder
         self.batch_size = batch_size
+        self.cores = available_cores() if cores is None else max(1, int(cores))
+        self.decoding = decoding
         self.queue: list[tuple[_Slot, int]] = []  # (slot, first window not yet queued for the model)
         self.queued = 0
         self.model_seconds = 0.0
+        self.window_seconds: dict[int, float] = {}  # threads -> last seconds per window on that many
+        self.tried: set[int] = set()  # thread counts run once (the first pass may make a session: not timed)
+        self.waits = 0  # times the model waited for the decoders rather than share the cores
+
+    def _threads_for(self, m: int) -> tuple[int, int]:
+        """``(threads, windows)`` for the next forward pass of at most ``m`` windows: ``m`` on every core when
+        nothing decodes, else one window on the cores the decoders leave, or (when that window would outlast
+        twice a decode) wait for the decoders first."""
+        while self.decoding is not None and (running := self.decoding.running()):
+            shared = max(1, self.cores - running)
+            per_window = self.window_seconds.get(shared)
+            if per_window is None or per_window <= 2.0 * self.decoding.mean_seconds():
+                return shared, 1
+            self.waits += 1
+            if self.waits % 64 == 0:  # time it again now and then: one pass on a busy machine may have misled
+                del self.window_seconds[shared]
+            self.decoding.wait(timeout=per_window)
+        return self.cores, m
 
     def add(self, outcome: _Outcome) -> list[_Slot]:
         assert outcome.decoded is not None
@@ -437,6 +514,7 @@ class _Batcher:
         return done
 
     def _run(self, m: int) -> list[_Slot]:
+        threads, m = self._threads_for(m)
         parts: list[tuple[_Slot, int, int]] = []  # (slot, first window, stop)
         need = m
         while need:
@@ -452,11 +530,16 @@ class _Batcher:
                 self.queue[0] = (slot, first + take)
         batch = np.concatenate([s.outcome.decoded.windows[a:b] for s, a, b in parts if s.outcome.decoded is not None])
         t0 = time.perf_counter()
-        try:
-            emb = self.embedder.embed_windows(batch)  # (m, D)
-        except MusicSearchError as exc:  # NaN/inf: find the tracks that cause it; the others are embedded alone
-            emb = self._without_bad_tracks(parts, exc)
-        self.model_seconds += time.perf_counter() - t0
+        with self.embedder.using_threads(threads):
+            try:
+                emb = self.embedder.embed_windows(batch)  # (m, D)
+            except MusicSearchError as exc:  # NaN/inf: find the tracks that cause it; the others are embedded alone
+                emb = self._without_bad_tracks(parts, exc)
+        spent = time.perf_counter() - t0
+        self.model_seconds += spent
+        if threads in self.tried:
+            self.window_seconds[threads] = spent / m
+        self.tried.add(threads)
         self.queued -= m
         done = []
         row = 0
@@ -605,8 +688,8 @@ def index_collection(
         backend: vector backend of a new store (``faiss`` by default; ``numpy``, ``milvus``).
         backend_options: options of a new store's backends (e.g. ``{"exact_threshold": 100000}``).
         workers: decoding processes (default :func:`default_workers`; 0 decodes in the main process), each on
-            one thread; the model runs on the cores they leave
-            (:func:`~musicsearch.index.embedder.model_threads`).
+            one thread; each forward pass of the model runs on the cores the decoders running then leave (see
+            the module docstring, "Cores").
         batch_size: windows per model forward pass, across tracks (default: the embedder's own, which
             :func:`~musicsearch.index.embedder.open_index_embedder` sets per runtime).
         max_windows: windows per track at most, for a new store (default 16).
@@ -689,7 +772,7 @@ def index_collection(
     report = IndexReport(store=str(path), scanned=len(items) + len(rejected), workers=workers, batch_size=batch_size)
     report.failed.extend(rejected)
     try:
-        with writing(path), embedder.using_threads(model_threads(workers)):
+        with writing(path), embedder.using_threads(available_cores()):
             st.check_model(embedder)
             queries = tuning_queries(embedder)  # an IVF (re)training tunes nprobe on the model's typical texts
             st.tracks.set_tuning_queries(queries)
@@ -769,7 +852,8 @@ def _index_into(
         writer.removals = [t.id for t in stale]
     else:
         report.stale = len(stale)
-    batcher = _Batcher(embedder, batch_size)
+    decoding = _Decoding(workers) if workers > 0 and pipeline is None else None
+    batcher = _Batcher(embedder, batch_size, decoding=decoding)
     bar = tqdm(total=len(jobs), desc="index", unit="track", disable=not progress, smoothing=0.1, dynamic_ncols=True)
 
     def row_for(i: int, sha: str, status: str, reason: str = "") -> FileRow:
@@ -817,7 +901,8 @@ def _index_into(
     interrupted = True
     try:
         watchdog = None if decode_timeout is None else decode_timeout + 30.0
-        for out in _outcomes(jobs, workers, watchdog=watchdog) if pipeline is None else pipeline(jobs):
+        local = pipeline is None
+        for out in _outcomes(jobs, workers, watchdog=watchdog, decoding=decoding) if local else pipeline(jobs):
             report.decode_seconds += out.seconds
             item = items[out.index]
             if out.status == "failed":
