@@ -226,9 +226,11 @@ def distill_audio_tower(
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) * rows.size
                 if cfg.log_every and step % cfg.log_every == 0:
                     now = time.perf_counter()
-                    extra = f", contrastive {float(parts['contrastive']):.4f}" if "contrastive" in parts else ""
+                    extra = (
+                        f", contrastive {float(parts['contrastive'].detach()):.4f}" if "contrastive" in parts else ""
+                    )
                     log.info("distill epoch %d step %d: distill %.4f%s, %.1f samples/s, lr %.2e", epoch, step,
-                             float(parts["distill"]), extra, seen_log / max(now - t_log, 1e-9),
+                             float(parts["distill"].detach()), extra, seen_log / max(now - t_log, 1e-9),
                              sched.get_last_lr()[0])  # fmt: skip
                     t_log, seen_log = now, 0
             rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
