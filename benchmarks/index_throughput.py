@@ -4,15 +4,26 @@ The collection: excerpts of the eight recordings shipped with the package
 (:func:`musicsearch.assets.librosa_music_files`, Ogg Vorbis, 22 kHz stereo) cut at several offsets and written
 back as Ogg Vorbis files, so decoding includes Vorbis decoding and resampling to 16 kHz as with a real library.
 ``--models`` measures trained models (``default``: the shipped one); ``--presets`` untrained architectures.
+``--files DIR --file-tracks N`` adds a collection of real files: a fixed sample (``--file-seed``) of ``N`` tracks of
+``DIR/manifest.jsonl`` (or of the audio files under ``DIR``), indexed whole (long tracks are decoded window by
+window, :func:`~musicsearch.index.embedder.decode_track`).
 
-Three ways over the same files, for each model, track length and runtime:
+The ways over the same files, for each model, collection and runtime:
 
-* ``naive``: one file at a time: decode, cut windows, embed that track's windows in one call, next file;
+* ``naive``: one file at a time: decode (:func:`~musicsearch.index.embedder.decode_track`, the indexer's own),
+  embed that track's windows on every core, next file (no store);
 * ``batched``: :func:`musicsearch.index.indexer.index_collection` with ``workers=0``: decoding in the main
   process, windows batched across tracks, commits to a real store;
-* ``pipeline``: the same with ``--workers`` decoding processes overlapping the model;
-* ``pipeline-all`` (only when asked for): the pipeline with the model on every core instead of the cores the
-  workers leave, to weigh that rule on a given machine.
+* ``pipeline``: the same with ``--workers`` decoding processes overlapping the model, each forward pass on the
+  cores the decoders running then leave (the indexer's rule, round 2);
+* ``pipeline-fixed`` (round 1's rule): the model on the cores the workers leave, for the whole run;
+* ``pipeline-all`` (only when asked for): the model on every core for the whole run, the decoders beside it.
+
+**The bound.** Before the ways run, ``D`` (CPU seconds to decode a track, one thread) and ``M`` (CPU seconds of the
+model for its windows on every core, with ``Mw`` its wall seconds) are measured per collection and runtime. The
+naive loop takes ``D + Mw`` a track; a perfect overlap on ``C`` cores ``(D + M) / C``; their ratio is the most
+any pipeline can gain over the naive loop on this machine: ``(2D + M) / (D + M)`` on 2 cores when the model
+scales perfectly (so 1.5x needs ``D >= M``).
 
 Runtimes (``--runtimes``):
 
@@ -45,6 +56,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
+import os
+import random
 import resource
 import shutil
 import statistics
@@ -61,8 +75,7 @@ import numpy as np
 import soundfile as sf
 
 from musicsearch.assets import librosa_music_files
-from musicsearch.audio.chunking import evenly_spaced_windows
-from musicsearch.audio.io import load_audio
+from musicsearch.audio.io import AUDIO_EXTENSIONS
 from musicsearch.index import indexer
 from musicsearch.index.embedder import (
     DEFAULT_BATCH_TORCH,
@@ -104,6 +117,59 @@ def write_collection(root: Path, n_tracks: int, seconds: float) -> list[Path]:
     return files
 
 
+def sample_files(source: Path, n: int, seed: int, out: Path) -> tuple[Path, list[Path]]:
+    """A fixed sample of ``n`` real tracks of ``source`` (its ``manifest.jsonl``, else its audio files), written
+    as a manifest ``out`` of absolute paths (the indexer's source) with the files."""
+    listing = source / "manifest.jsonl" if source.is_dir() else source
+    if listing.is_file():
+        rows = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
+        paths = sorted(str((listing.parent / r["audio_path"]).resolve()) for r in rows)
+    else:
+        paths = sorted(str(p.resolve()) for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if len(paths) < n:
+        raise SystemExit(f"{source} has {len(paths)} audio files, fewer than --file-tracks {n}")
+    chosen = [Path(p) for p in random.Random(seed).sample(paths, n)]
+    out.write_text(
+        "".join(json.dumps({"track_id": f"{i:03d}", "audio_path": str(p)}) + "\n" for i, p in enumerate(chosen))
+    )
+    return out, chosen
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
+
+
+@dataclass
+class Cost:
+    """Per track: ``decode`` CPU s (one thread), the model's CPU s ``model`` and wall s ``model_wall`` on every
+    core, for one collection and runtime."""
+
+    decode: float
+    model: float
+    model_wall: float
+
+    def bound(self, cores: int) -> float:
+        """Naive loop time over a perfect overlap's: ``(D + Mw) / ((D + M) / cores)``."""
+        return (self.decode + self.model_wall) * cores / (self.decode + self.model)
+
+
+def measure_cost(files: list[Path], embedder: Embedder, plan: WindowPlan) -> Cost:
+    """``D``, ``M`` and ``Mw`` per track (the decoded windows kept in memory between the two)."""
+    c0 = cpu_seconds()
+    decoded = [decode_track(f, plan) for f in files]
+    d = cpu_seconds() - c0
+    with embedder.using_threads(model_threads(0)):
+        embedder.embed_windows(decoded[0].windows[:1])  # the session for this thread count
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        for dec in decoded:
+            embedder.embed_windows(dec.windows)
+        m, mw = cpu_seconds() - c0, time.perf_counter() - t0
+    n = len(files)
+    return Cost(d / n, m / n, mw / n)
+
+
 @dataclass
 class Usage:
     """CPU seconds and context switches of this process and its waited-for children."""
@@ -128,7 +194,7 @@ class Usage:
 @dataclass
 class Row:
     model: str
-    seconds: float
+    seconds: str  # the collection: "6 s", "30 s", "real"
     runtime: str
     way: str
     workers: int
@@ -191,13 +257,17 @@ def _pool_as_before() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _model_threads_fixed(threads: int) -> Iterator[None]:
-    """The indexer gives the model ``threads`` threads whatever the workers (for ``pipeline-all``)."""
-    original = indexer.model_threads
+    """The indexer gives the model ``threads`` threads for the whole run, whatever decodes beside it (round 1's
+    rule with ``threads = cores - workers``; ``pipeline-all`` with every core; the ``before`` runtime)."""
+    cores, left, running = indexer.available_cores, indexer.model_threads, indexer._Decoding.running
+    indexer.available_cores = lambda: threads  # type: ignore[assignment]
     indexer.model_threads = lambda workers, cores=None: threads  # type: ignore[assignment]
+    indexer._Decoding.running = lambda self: 0  # type: ignore[method-assign]
     try:
         yield
     finally:
-        indexer.model_threads = original  # type: ignore[assignment]
+        indexer.available_cores, indexer.model_threads = cores, left  # type: ignore[assignment]
+        indexer._Decoding.running = running  # type: ignore[method-assign]
 
 
 def naive(files: list[Path], embedder: Embedder, plan: WindowPlan, row: Row) -> None:
@@ -210,8 +280,7 @@ def naive(files: list[Path], embedder: Embedder, plan: WindowPlan, row: Row) -> 
     with one_call.using_threads(model_threads(0)):
         for f in files:
             t = time.perf_counter()
-            wave = load_audio(f)
-            wins, _ = evenly_spaced_windows(wave, plan.n_windows(wave.shape[0]), plan.window_samples)
+            wins = decode_track(f, plan).windows
             decode_s += time.perf_counter() - t
             t = time.perf_counter()
             one_call.embed_windows(wins).mean(axis=0)
@@ -227,7 +296,7 @@ def indexed(folder: Path, embedder: Embedder, row: Row, scratch: Path, *, before
     with contextlib.ExitStack() as stack:
         if before:
             stack.enter_context(_pool_as_before())
-        if row.way == "pipeline-all":
+        if before or row.way in ("pipeline-all", "pipeline-fixed"):
             stack.enter_context(_model_threads_fixed(row.threads))
         rep = index_collection(folder, store, model=embedder, workers=row.workers, batch_size=row.batch)
     assert not rep.failed, rep.failed
@@ -312,7 +381,12 @@ def main() -> None:
     ap.add_argument("--seconds", default="6,30", help="excerpt lengths in seconds, comma-separated")
     ap.add_argument("--workers", type=int, default=default_workers(), help="decoding processes of the pipeline")
     ap.add_argument("--runtimes", default="before,torch,onnx", help="which of before, torch, onnx to run")
-    ap.add_argument("--ways", default="naive,batched,pipeline", help="which ways to run (and pipeline-all)")
+    ap.add_argument(
+        "--ways", default="naive,batched,pipeline", help="which ways to run (and pipeline-fixed, pipeline-all)"
+    )
+    ap.add_argument("--files", type=Path, default=None, help="a folder (or manifest) of real tracks to sample")
+    ap.add_argument("--file-tracks", type=int, default=24, help="real tracks in the sample of --files")
+    ap.add_argument("--file-seed", type=int, default=0, help="seed of the sample of --files")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every way this many times (interleaved)")
     ap.add_argument("--batch-sweep", default="", help="batch sizes to time the model alone at, e.g. 1,2,4,8,16")
     args = ap.parse_args()
@@ -325,7 +399,16 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="index_throughput_"))
     sweep_lines: list[str] = []
     rows: list[Row] = []
+    costs: list[tuple[str, str, str, Cost]] = []  # (model, collection, runtime, cost)
     try:
+        collections: list[tuple[str, Path, list[Path]]] = []  # (label, indexer source, files)
+        for seconds in lengths:
+            folder = scratch / f"music-{seconds:g}"
+            collections.append((f"{seconds:g} s", folder, write_collection(folder, args.tracks, seconds)))
+        if args.files is not None:
+            collections.append(
+                ("real", *sample_files(args.files, args.file_tracks, args.file_seed, scratch / "real.jsonl"))
+            )
         todo = [("preset", p) for p in args.presets.split(",") if p] + [
             ("model", m) for m in args.models.split(",") if m
         ]
@@ -335,14 +418,16 @@ def main() -> None:
             for e in emb.values():  # warm-up: first calls, sessions
                 with e.using_threads(model_threads(0)):
                     e.embed_windows(np.zeros((2, plan.window_samples), np.float32))
-            for seconds in lengths:
-                folder = scratch / f"music-{seconds:g}"
-                files = write_collection(folder, args.tracks, seconds)
+            for label, folder, files in collections:
                 if args.batch_sweep:
                     sizes = [int(b) for b in args.batch_sweep.split(",")]
                     sweep_lines += [
-                        f"| {name} | {seconds:g} | " + line[2:] for line in batch_sweep(emb, files, sizes, args.workers)
+                        f"| {name} | {label} | " + line[2:] for line in batch_sweep(emb, files, sizes, args.workers)
                     ]
+                if ways:
+                    for runtime, e in emb.items():
+                        if runtime != "before":  # the same model as torch's
+                            costs.append((name, label, runtime, measure_cost(files, e, plan)))
                 plan_rows: list[tuple[Row, Embedder]] = []
                 for runtime, e in emb.items():
                     for way in ways:
@@ -355,10 +440,10 @@ def main() -> None:
                         elif runtime == "before":
                             threads = torch_default  # torch's own default, whatever decodes beside it
                         batch = plan.max_windows if way == "naive" else e.batch_size
-                        plan_rows.append((Row(name, seconds, runtime, way, workers, threads, batch), e))
+                        plan_rows.append((Row(name, label, runtime, way, workers, threads, batch), e))
                 for r in range(args.rounds):
                     for row, e in plan_rows:
-                        print(f"[{name} {seconds:g} s round {r + 1}] {row.runtime} {row.way} ...", file=sys.stderr)
+                        print(f"[{name} {label} round {r + 1}] {row.runtime} {row.way} ...", file=sys.stderr)
                         _stop_fork_server()
                         u0 = Usage.now()
                         if row.way == "naive":
@@ -372,16 +457,20 @@ def main() -> None:
                             file=sys.stderr,
                         )
                 rows += [r for r, _ in plan_rows]
-        _report(args, rows, sweep_lines)
+        _report(args, rows, sweep_lines, costs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _report(args: argparse.Namespace, rows: list[Row], sweep_lines: list[str]) -> None:
+def _report(
+    args: argparse.Namespace, rows: list[Row], sweep_lines: list[str], costs: list[tuple[str, str, str, Cost]]
+) -> None:
     cores = available_cores()
+    real = f", {args.file_tracks} real tracks of {args.files} (seed {args.file_seed})" if args.files else ""
     print(
-        f"\nindexing throughput: {args.tracks} Ogg Vorbis excerpts a length, {cores} cores, pipeline with "
-        f"{args.workers} decoding worker(s), median of {args.rounds} round(s)\n"
+        f"\nindexing throughput: {args.tracks} Ogg Vorbis excerpts a length{real}, {cores} cores, pipeline with "
+        f"{args.workers} decoding worker(s), median of {args.rounds} round(s), load average "
+        f"{os.getloadavg()[0]:.1f} at the end\n"
     )
     if sweep_lines:
         sizes = args.batch_sweep.split(",")
@@ -399,17 +488,37 @@ def _report(args: argparse.Namespace, rows: list[Row], sweep_lines: list[str]) -
         "| x naive (same runtime) | x naive torch | x before (same way) | user s | sys s | vol. cs | invol. cs "
         "| decode s | model s |"
     )
-    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         u = r.usage()
         own = naive_of.get((r.model, r.seconds, "torch" if r.runtime == "before" else r.runtime))
-        nt, bw = base.get((r.model, r.seconds)), same_way.get((r.model, r.seconds, r.way.removesuffix("-all")))
+        nt, bw = base.get((r.model, r.seconds)), same_way.get((r.model, r.seconds, r.way.split("-")[0]))
+        follows = r.way == "pipeline" and r.runtime == "onnx"  # the model's threads follow the decoders
+        threads = f"{max(1, cores - r.workers)}-{cores}" if follows else r.threads
         print(
-            f"| {r.model} | {r.seconds:g} | {r.runtime} | {r.way} | {r.workers} | {r.threads} | {r.batch} "
+            f"| {r.model} | {r.seconds} | {r.runtime} | {r.way} | {r.workers} | {threads} | {r.batch} "
             f"| {r.windows} | {r.wall_s:.1f} | {r.per_minute:.0f} | {_ratio(r, own)} | {_ratio(r, nt)} "
             f"| {_ratio(r, bw)} "
             f"| {u.user:.1f} | {u.sys:.1f} | {u.vcs} | {u.ics} | {r.decode_s:.1f} | {r.model_s:.1f} |"
         )
+
+    if costs:
+        print(
+            "\nper track: D = CPU s to decode (one thread), M = CPU s and Mw = wall s of the model on every core; "
+            f"bound = (D + Mw) / ((D + M) / {cores}), the most a pipeline can gain over the naive loop here\n"
+        )
+        print(
+            "| model | collection | runtime | D ms | M ms | Mw ms | D / M | bound | pipeline x naive | fixed x naive |"
+        )
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for model, label, runtime, c in costs:
+            own = naive_of.get((model, label, runtime))
+            got = {r.way: _ratio(r, own) for r in rows if (r.model, r.seconds, r.runtime) == (model, label, runtime)}
+            print(
+                f"| {model} | {label} | {runtime} | {1000 * c.decode:.0f} | {1000 * c.model:.0f} "
+                f"| {1000 * c.model_wall:.0f} | {c.decode / c.model:.2f} | {c.bound(cores):.2f} "
+                f"| {got.get('pipeline', '-')} | {got.get('pipeline-fixed', '-')} |"
+            )
 
 
 def _ratio(row: Row, ref: Row | None) -> str:

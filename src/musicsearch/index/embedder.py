@@ -271,6 +271,11 @@ class Embedder:
 
     #: What runs the audio tower (``torch`` here, ``onnx`` for :class:`OnnxAudioEmbedder`).
     runtime = "torch"
+    #: Whether the indexer may change the model's threads batch by batch as decoders start and finish (every core
+    #: while none runs). Not for torch: its OpenMP operators split work statically and wait at a barrier for a
+    #: descheduled thread, and on a loaded machine two threads ran slower than one (measured with
+    #: ``benchmarks/index_throughput.py``); torch keeps the cores the decoding workers leave for the whole run.
+    threads_follow_decoders = False
 
     def __init__(self, model: TextToMusic, *, name: str, checksum: str, source: str, batch_size: int = 16) -> None:
         if batch_size < 1:
@@ -398,6 +403,7 @@ class ExportedEmbedder(Embedder):
     """
 
     runtime = "onnx"
+    threads_follow_decoders = True  # ONNX Runtime hands out parallel work in small blocks, as threads come free
 
     def __init__(self, exported: ExportedModel, *, source: str, batch_size: int) -> None:
         if batch_size < 1:

@@ -8,7 +8,9 @@ number ahead of the model; the main process batches windows *across* tracks (``b
 pass) and runs the model, so decoding overlaps inference. A worker that crashes (a decoder segfault on a hostile
 file) is replaced and the file it held is reported, not fatal.
 
-**Cores.** The model never shares a core with a running decoder, and never leaves one idle when it can help it:
+**Cores.** (ONNX Runtime; torch keeps the cores the workers leave, see
+:attr:`~musicsearch.index.embedder.Embedder.threads_follow_decoders`.) The model never shares a core with a
+running decoder, and never leaves one idle when it can help it:
 before each forward pass the batcher looks at the decoding jobs still running (:class:`_Decoding`). With none, the
 model runs ``batch_size`` windows on every core; with ``k`` running, one window on the ``cores - k`` cores they
 leave, so that the model is back on every core soon after they finish; and when one window there would take
@@ -68,6 +70,7 @@ from musicsearch.index.embedder import (
     WindowPlan,
     available_cores,
     decode_track,
+    model_threads,
     open_index_embedder,
     single_threaded,
     track_vector,
@@ -659,6 +662,12 @@ class _Writer:
         self.report.write_seconds += time.perf_counter() - t0
 
 
+def _model_cores(embedder: Embedder, workers: int) -> int:
+    """The model's threads with nothing decoding beside it: every core when its threads follow the decoders
+    (:attr:`~musicsearch.index.embedder.Embedder.threads_follow_decoders`), else the cores the workers leave."""
+    return available_cores() if embedder.threads_follow_decoders else model_threads(workers)
+
+
 def index_collection(
     source: str | os.PathLike[str],
     store: str | os.PathLike[str],
@@ -772,7 +781,7 @@ def index_collection(
     report = IndexReport(store=str(path), scanned=len(items) + len(rejected), workers=workers, batch_size=batch_size)
     report.failed.extend(rejected)
     try:
-        with writing(path), embedder.using_threads(available_cores()):
+        with writing(path), embedder.using_threads(_model_cores(embedder, workers)):
             st.check_model(embedder)
             queries = tuning_queries(embedder)  # an IVF (re)training tunes nprobe on the model's typical texts
             st.tracks.set_tuning_queries(queries)
@@ -852,8 +861,9 @@ def _index_into(
         writer.removals = [t.id for t in stale]
     else:
         report.stale = len(stale)
-    decoding = _Decoding(workers) if workers > 0 and pipeline is None else None
-    batcher = _Batcher(embedder, batch_size, decoding=decoding)
+    follow = workers > 0 and pipeline is None and embedder.threads_follow_decoders
+    decoding = _Decoding(workers) if follow else None
+    batcher = _Batcher(embedder, batch_size, cores=_model_cores(embedder, workers), decoding=decoding)
     bar = tqdm(total=len(jobs), desc="index", unit="track", disable=not progress, smoothing=0.1, dynamic_ncols=True)
 
     def row_for(i: int, sha: str, status: str, reason: str = "") -> FileRow:
