@@ -94,7 +94,7 @@ class _Script(_Decoding):
     ``wait`` moves to the next answer."""
 
     def __init__(self, counts: list[int], mean: float) -> None:
-        super().__init__(workers=max(counts))
+        super().__init__(workers=max(1, *counts))
         self.counts = counts
         self.seconds, self.jobs = mean, 1
         self.waited: list[float | None] = []
@@ -163,6 +163,16 @@ def test_a_slow_window_waits_for_the_decoder_instead() -> None:
     batcher.window_seconds[1] = 0.5  # one window would outlast the decoder 25 times
     assert batcher._threads_for(4) == (2, 4)  # waited until nothing decoded, then every core
     assert script.waited == [0.5, 0.5] and batcher.waits == 2
+
+
+def test_where_every_core_does_not_pay_the_model_keeps_the_cores_the_workers_leave() -> None:
+    batcher = _Batcher(_Counter(), 4, cores=2, decoding=_Script([0], mean=0.01))
+    batcher.window_seconds.update({2: 0.010, 1: 0.011})  # two threads barely faster than one: a busy machine
+    choices = [batcher._threads_for(4) for _ in range(indexer.RETIME_PASSES)]
+    assert choices[:-1] == [(1, 4)] * (indexer.RETIME_PASSES - 1)  # the fixed split, full batches
+    assert choices[-1] == (2, 4)  # now and then every core again, to notice the machine going quiet
+    batcher.window_seconds.update({2: 0.006, 1: 0.011})  # 1.8x: a quiet machine
+    assert batcher._threads_for(4) == (2, 4)
 
 
 def test_the_batcher_runs_each_pass_on_the_threads_it_chose() -> None:

@@ -459,6 +459,14 @@ NONFINITE_REASON = (
 )
 
 
+#: How much faster a window must be on every core than on the cores the workers leave for the model to take every
+#: core while nothing decodes (ONNX Runtime on 2 idle cores: 1.7x; on 2 cores at load 9: 1.0x or slower, and the
+#: extra threads cost CPU that the machine's other work wanted).
+THREADS_PAY = 1.2
+#: Passes between two tries of every core when it did not pay.
+RETIME_PASSES = 64
+
+
 class _Batcher:
     """Queue windows of several tracks and embed them ``batch_size`` at a time; hand back finished tracks.
 
@@ -483,12 +491,24 @@ class _Batcher:
         self.window_seconds: dict[int, float] = {}  # threads -> last seconds per window on that many
         self.tried: set[int] = set()  # thread counts run once (the first pass may make a session: not timed)
         self.waits = 0  # times the model waited for the decoders rather than share the cores
+        self.passes = 0
 
     def _threads_for(self, m: int) -> tuple[int, int]:
         """``(threads, windows)`` for the next forward pass of at most ``m`` windows: ``m`` on every core when
         nothing decodes, else one window on the cores the decoders leave, or (when that window would outlast
-        twice a decode) wait for the decoders first."""
-        while self.decoding is not None and (running := self.decoding.running()):
+        twice a decode) wait for the decoders first. Where every core is not :data:`THREADS_PAY` times faster a
+        window than the cores the workers leave (a busy machine: no core is free), the model keeps the latter
+        with ``m`` windows, as a fixed split would; every :data:`RETIME_PASSES` passes it tries every core
+        again."""
+        if self.decoding is None:
+            return self.cores, m
+        self.passes += 1
+        split = max(1, self.cores - self.decoding.workers)
+        full, left = self.window_seconds.get(self.cores), self.window_seconds.get(split)
+        pays = full is None or left is None or left >= THREADS_PAY * full or self.passes % RETIME_PASSES == 0
+        if not pays:
+            return split, m
+        while running := self.decoding.running():
             shared = max(1, self.cores - running)
             per_window = self.window_seconds.get(shared)
             if per_window is None or per_window <= 2.0 * self.decoding.mean_seconds():
@@ -540,8 +560,9 @@ class _Batcher:
                 emb = self._without_bad_tracks(parts, exc)
         spent = time.perf_counter() - t0
         self.model_seconds += spent
-        if threads in self.tried:
-            self.window_seconds[threads] = spent / m
+        if threads in self.tried:  # a running mean: one pass on a busy machine says little
+            last = self.window_seconds.get(threads)
+            self.window_seconds[threads] = spent / m if last is None else 0.7 * last + 0.3 * spent / m
         self.tried.add(threads)
         self.queued -= m
         done = []
