@@ -488,7 +488,8 @@ class _Batcher:
         self.queue: list[tuple[_Slot, int]] = []  # (slot, first window not yet queued for the model)
         self.queued = 0
         self.model_seconds = 0.0
-        self.window_seconds: dict[int, float] = {}  # threads -> last seconds per window on that many
+        self.window_seconds: dict[int, float] = {}  # threads -> seconds per window on that many (running mean)
+        self.batch_seconds: dict[int, float] = {}  # the same, from passes of batch_size windows only
         self.tried: set[int] = set()  # thread counts run once (the first pass may make a session: not timed)
         self.waits = 0  # times the model waited for the decoders rather than share the cores
         self.passes = 0
@@ -497,17 +498,18 @@ class _Batcher:
         """``(threads, windows)`` for the next forward pass of at most ``m`` windows: ``m`` on every core when
         nothing decodes, else one window on the cores the decoders leave, or (when that window would outlast
         twice a decode) wait for the decoders first. Where every core is not :data:`THREADS_PAY` times faster a
-        window than the cores the workers leave (a busy machine: no core is free), the model keeps the latter
-        with ``m`` windows, as a fixed split would; every :data:`RETIME_PASSES` passes it tries every core
-        again."""
+        window than the cores the workers leave (both timed on full batches; a busy machine: no core is free),
+        the model keeps the latter with ``m`` windows, as a fixed split would; every :data:`RETIME_PASSES`
+        passes both are timed again."""
         if self.decoding is None:
             return self.cores, m
         self.passes += 1
+        if self.passes % RETIME_PASSES == 0:  # time both again: the machine's load changes
+            self.batch_seconds.clear()
         split = max(1, self.cores - self.decoding.workers)
-        full, left = self.window_seconds.get(self.cores), self.window_seconds.get(split)
-        pays = full is None or left is None or left >= THREADS_PAY * full or self.passes % RETIME_PASSES == 0
-        if not pays:
-            return split, m
+        full, left = self.batch_seconds.get(self.cores), self.batch_seconds.get(split)
+        if split < self.cores and (left is None or (full is not None and left < THREADS_PAY * full)):
+            return split, m  # timing the split first, or every core does not pay
         while running := self.decoding.running():
             shared = max(1, self.cores - running)
             per_window = self.window_seconds.get(shared)
@@ -563,6 +565,9 @@ class _Batcher:
         if threads in self.tried:  # a running mean: one pass on a busy machine says little
             last = self.window_seconds.get(threads)
             self.window_seconds[threads] = spent / m if last is None else 0.7 * last + 0.3 * spent / m
+            if m == self.batch_size:  # full batches only: the two thread counts compared like for like
+                last = self.batch_seconds.get(threads)
+                self.batch_seconds[threads] = spent / m if last is None else 0.7 * last + 0.3 * spent / m
         self.tried.add(threads)
         self.queued -= m
         done = []
