@@ -937,8 +937,10 @@ def _index_into(
     interrupted = True
     try:
         watchdog = None if decode_timeout is None else decode_timeout + 30.0
-        local = pipeline is None
-        for out in _outcomes(jobs, workers, watchdog=watchdog, decoding=decoding) if local else pipeline(jobs):
+        outcomes = (
+            pipeline(jobs) if pipeline is not None else _outcomes(jobs, workers, watchdog=watchdog, decoding=decoding)
+        )
+        for out in outcomes:
             report.decode_seconds += out.seconds
             item = items[out.index]
             if out.status == "failed":
