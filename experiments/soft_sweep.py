@@ -18,7 +18,9 @@ on the cache of ``experiments/soft_recipe.py --step features`` and scored on the
   a clip, mean embedding; top-50 tag ROC/PR, sentence R@1 of one caption a clip, unseen-word ROC), from the
   cached features of those windows.
 
-``--score NAME=CHECKPOINT`` scores an existing head (e.g. ``r10=runs/soft2/r10.safetensors``) the same way.
+``--mrr`` adds the eight shipped real recordings' MRR (``distill_compare.librosa_mrr``; decodes their audio and
+runs the whole tower, about a minute a head). ``--score NAME=CHECKPOINT`` scores an existing head (e.g.
+``r10=runs/soft2/r10.safetensors``) the same way.
 
 Usage::
 
@@ -166,6 +168,7 @@ def main() -> None:
     ap.add_argument("--feature-preset", default="musicnn-both-small")
     ap.add_argument("--configs", default="nosoft:soft_weight=0;w1:soft_weight=1")
     ap.add_argument("--no-corpus", action="store_true")
+    ap.add_argument("--mrr", action="store_true", help="also the eight real recordings' MRR (runs the tower)")
     ap.add_argument("--score-base", action="store_true", help="also score the base model's own tower (cached)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -194,6 +197,10 @@ def main() -> None:
         res = score_cached(model, soft, real, feats, cols)
         if t_feats is not None:
             res.update(score_corpus_cached(model, c_test, t_feats, cols, args.corpus))
+        if args.mrr:
+            from distill_compare import librosa_mrr
+
+            res["mrr"] = librosa_mrr(model)["mrr"]
         return res
 
     results: dict[str, Any] = {}
@@ -205,8 +212,8 @@ def main() -> None:
         results["base-untrained-head"] = score(tower)
     for item in filter(None, args.score.split(",")):
         name, _, ref = item.partition("=")
-        if name not in results:
-            results[name] = {"checkpoint": ref, **score(resolve_model(ref).model)}
+        if name not in results or (args.mrr and "mrr" not in results[name]):
+            results[name] = {**results.get(name, {}), "checkpoint": ref, **score(resolve_model(ref).model)}
             report.write_text(json.dumps(results, indent=1), encoding="utf-8")
     shared_text: dict[str, torch.Tensor] = {}  # the text side is frozen and the same for every head
     for name, overrides in parse_configs(args.configs).items():
@@ -221,14 +228,15 @@ def main() -> None:
                          "best_epoch": summary["best_epoch"], "seconds": summary["seconds"]}  # fmt: skip
         report.write_text(json.dumps(results, indent=1), encoding="utf-8")
         log.info("%s: %s", name, {k: v for k, v in results[name].items() if k != "config"})
-    print("| config | recordings | genre agreement | 4-genre agreement | teacher-tag ROC / PR "
-          "| corpus top-50 ROC / PR | corpus sentence R@1 | corpus unseen ROC | train s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| config | recordings | genre agreement | 4-genre agreement | teacher-tag ROC / PR | corpus top-50 "
+          "ROC / PR | corpus sentence R@1 | corpus unseen ROC | 8 recordings MRR | train s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        mrr = f"{r['mrr']:.3f}" if "mrr" in r else "-"
         print(f"| {name} | {r['recordings']} | {_cell(r, 'genre_agreement')} | {_cell(r, 'genre4_agreement')} "
               f"| {_cell(r, 'tag_roc')} / {_cell(r, 'tag_pr')} "
               f"| {_cell(r, 'corpus_top50_roc')} / {_cell(r, 'corpus_top50_pr')} | {_cell(r, 'corpus_r1')} "
-              f"| {_cell(r, 'corpus_unseen_roc')} | {r.get('seconds', '-')} |")  # fmt: skip
+              f"| {_cell(r, 'corpus_unseen_roc')} | {mrr} | {r.get('seconds', '-')} |")  # fmt: skip
 
 
 if __name__ == "__main__":
