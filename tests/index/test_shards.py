@@ -284,3 +284,42 @@ def test_merge_refuses_mixed_models_missing_ranks_and_wrong_shard(
     assert "0 <= K < N" in capsys.readouterr().err
     monkeypatch.delenv("RANK", raising=False)
     assert main(["index", str(music), "--store", str(store), "--shard-from-env"]) == 2  # no RANK: not under torchrun
+
+
+def test_a_merge_tunes_nprobe_on_the_store_model_texts(
+    model_file: Path, music: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from musicsearch.index.embedder import load_embedder
+    from musicsearch.index.tuning import tuning_texts
+
+    store = tmp_path / "s"
+    shards = [shard_store_path(store, (r, WORLD)) for r in range(WORLD)]
+    for r, path in enumerate(shards):  # 8 tracks in all: the merged track index passes the IVF threshold of 4
+        index_collection(
+            music, path, model=model_file, workers=0, shard=(r, WORLD), backend_options={"exact_threshold": 4}
+        )
+    merge_stores(shards, store)
+    texts = len(tuning_texts(load_embedder(model_file)))
+    with Store.open(store) as st:
+        tuning = st.tracks.tuning  # type: ignore[attr-defined]
+        assert st.tracks.mode == "ivf" and tuning is not None  # type: ignore[attr-defined]
+        assert tuning.queries["text"] == texts  # the model's texts, not stored vectors only
+        assert 1 <= tuning.queries["example"] <= len(FREQS)
+        assert tuning.min_recall >= tuning.target
+
+    # without tuning, or when the store's model is gone, the merge still succeeds and scans nlist/32 cells
+    untuned = tmp_path / "untuned"
+    merge_stores(shards, untuned, tune=False)
+    with Store.open(untuned) as st:
+        assert st.tracks.mode == "ivf" and st.tracks.tuning is None  # type: ignore[attr-defined]
+    moved = model_file.with_name("moved.safetensors")
+    model_file.rename(moved)
+    try:
+        with caplog.at_level("WARNING"):
+            merge_stores(shards, tmp_path / "no-model")
+    finally:
+        moved.rename(model_file)
+    with Store.open(tmp_path / "no-model") as st:
+        assert st.tracks.mode == "ivf" and st.tracks.tuning is None  # type: ignore[attr-defined]
+        assert len(st.tracks) == len(FREQS)
+    assert "could not be loaded" in caplog.text and str(model_file) in caplog.text

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from musicsearch.index.store import (
     level_options,
     read_settings,
 )
+from musicsearch.index.tuning import store_tuning_queries
 
 __all__ = [
     "MergeReport",
@@ -105,6 +106,7 @@ def merge_stores(
     *,
     backend: str | None = None,
     backend_options: dict[str, Any] | None = None,
+    tune: bool = True,
 ) -> MergeReport:
     """Merge the stores of a sharded run (:func:`~musicsearch.index.indexer.index_collection` with ``shard=``)
     into one new store.
@@ -121,6 +123,10 @@ def merge_stores(
         backend, backend_options: the merged store's vector backend, by default the shards'; e.g. ``"milvus"``
             with ``{"uri": "http://host:19530", "collection": "music"}`` merges faiss shard stores into two new
             collections of a Milvus server or cluster (``music_tracks``, ``music_windows``).
+        tune: give the merged approximate indexes the store's model's typical text queries to tune ``nprobe`` on
+            (:func:`~musicsearch.index.tuning.store_tuning_queries`: the model is loaded only if an index trains,
+            and a model that cannot be loaded leaves the untuned default with a warning); ``False``: no model is
+            loaded, and an IVF index scans ``nlist/32`` cells.
 
     Returns:
         The :class:`MergeReport`.
@@ -188,11 +194,12 @@ def merge_stores(
             created=time.time(),
         )
         merge_metadata([p / METADATA_FILE for p in paths], out / METADATA_FILE).close()
+        queries = store_tuning_queries(first.model_source, first.weights_checksum) if tune else None
         for sub in (TRACKS_DIR, WINDOWS_DIR):
             dirs = [p / sub for p in paths if (p / sub / MANIFEST).is_file()]
             if dirs:
                 opts = level_options(merged.backend, merged.backend_options, sub)
-                vectors = merge_shards(dirs, out / sub, backend=merged.backend, **opts)
+                vectors = merge_shards(dirs, out / sub, backend=merged.backend, tuning_queries=queries, **opts)
             else:
                 opts = level_options(merged.backend, merged.backend_options, sub)
                 vectors = create_backend(merged.backend, merged.dim, **opts)
@@ -271,6 +278,7 @@ def merge_shards(
     dest_path: str | os.PathLike[str],
     *,
     backend: str = "faiss",
+    tuning_queries: Callable[[], np.ndarray] | None = None,
     **options: Any,
 ) -> VectorBackend:
     """Merge saved shard stores (one per worker process or machine) into one new store and save it.
@@ -279,6 +287,8 @@ def merge_shards(
         shard_paths: directories written by each worker's ``save``; their ids must be disjoint.
         dest_path: directory of the merged store.
         backend: backend of the merged store.
+        tuning_queries: real text queries for the merged index's ``nprobe`` tuning
+            (:meth:`~musicsearch.index.backends.base.VectorBackend.set_tuning_queries`).
         **options: options for the merged backend (e.g. ``exact_threshold``).
 
     Returns:
@@ -289,6 +299,7 @@ def merge_shards(
     shards = [open_backend(p) for p in shard_paths]
     try:
         merged = create_backend(backend, shards[0].dim, **options)
+        merged.set_tuning_queries(tuning_queries)
         n = copy_vectors(shards, merged)
     finally:
         for shard in shards:

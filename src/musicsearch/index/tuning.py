@@ -8,7 +8,8 @@ were trained on) and caption-like descriptions (:data:`CAPTION_QUERIES`). A clas
 only its tags, gets its tags alone.
 
 The texts are embedded only when a backend trains its index (a store passing the IVF threshold or growing past
-its retraining point), once per indexing run.
+its retraining point), once per indexing run. A merge of shard stores, which has no embedder at hand, loads the
+store's own model for them (:func:`store_tuning_queries`), again only if an index trains.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import Embedder
 
-__all__ = ["CAPTION_QUERIES", "MAX_TUNING_TEXTS", "tuning_queries", "tuning_texts"]
+__all__ = ["CAPTION_QUERIES", "MAX_TUNING_TEXTS", "store_tuning_queries", "tuning_queries", "tuning_texts"]
 
 log = logging.getLogger(__name__)
 
@@ -91,5 +93,42 @@ def tuning_queries(embedder: Embedder) -> Callable[[], np.ndarray]:
             cache.append(embedder.embed_texts(texts) if texts else np.zeros((0, embedder.dim), np.float32))
             log.info("tuning the vector index on %d texts of the model", len(texts))
         return cache[0]
+
+    return provide
+
+
+def store_tuning_queries(model_source: str, weights_checksum: str) -> Callable[[], np.ndarray]:
+    """A provider like :func:`tuning_queries` for a store known only by its settings (a merge of shard stores):
+    on its first call it loads the store's model from ``model_source``, checks that its weights are the ones the
+    vectors came from, and embeds :func:`tuning_texts`; later calls return the same array.
+
+    Args:
+        model_source: the store's ``model_source`` (a shipped model name or a checkpoint path).
+        weights_checksum: the store's ``weights_checksum``.
+
+    Returns:
+        The provider. It raises :class:`~musicsearch.errors.MusicSearchError` when the model cannot be loaded or
+        is not the store's; a backend then keeps its untuned default and logs why.
+    """
+    inner: list[Callable[[], np.ndarray]] = []
+
+    def provide() -> np.ndarray:
+        if not inner:
+            from musicsearch.index.embedder import load_embedder
+
+            try:
+                embedder = load_embedder(model_source)
+            except Exception as exc:  # any loading failure only costs the tuning, never the merge
+                raise MusicSearchError(
+                    f"the store's model {model_source!r} could not be loaded to embed its typical queries ({exc}); "
+                    "index into the store again with that model available to tune it"
+                ) from exc
+            if embedder.checksum != weights_checksum:
+                raise MusicSearchError(
+                    f"the model at {model_source!r} now has weights {embedder.checksum[:12]}, not the store's "
+                    f"{weights_checksum[:12]}; its texts would not match the stored vectors"
+                )
+            inner.append(tuning_queries(embedder))
+        return inner[0]()
 
     return provide
