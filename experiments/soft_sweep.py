@@ -19,8 +19,9 @@ on the cache of ``experiments/soft_recipe.py --step features`` and scored on the
   cached features of those windows.
 
 ``--mrr`` adds the eight shipped real recordings' MRR (``distill_compare.librosa_mrr``; decodes their audio and
-runs the whole tower, about a minute a head). ``--score NAME=CHECKPOINT`` scores an existing head (e.g.
-``r10=runs/soft2/r10.safetensors``) the same way.
+runs the whole tower, about a minute a head). ``--vgmidi DIR`` adds VGMIDI zero-shot accuracy (quadrant, valence,
+arousal; the test split, as ``soft_compare.py`` scores it, without the probes). ``--score NAME=CHECKPOINT``
+scores an existing head (e.g. ``r10=runs/soft2/r10.safetensors``) the same way.
 
 Usage::
 
@@ -169,6 +170,7 @@ def main() -> None:
     ap.add_argument("--configs", default="nosoft:soft_weight=0;w1:soft_weight=1")
     ap.add_argument("--no-corpus", action="store_true")
     ap.add_argument("--mrr", action="store_true", help="also the eight real recordings' MRR (runs the tower)")
+    ap.add_argument("--vgmidi", default=None, help="also VGMIDI zero-shot accuracy (the VGMIDI folder)")
     ap.add_argument("--score-base", action="store_true", help="also score the base model's own tower (cached)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -200,7 +202,16 @@ def main() -> None:
         if args.mrr:
             from distill_compare import librosa_mrr
 
-            res["mrr"] = librosa_mrr(model)["mrr"]
+            m = librosa_mrr(model)
+            res["mrr"], res["mrr_ranks"] = m["mrr"], m["ranks"]
+        if args.vgmidi:
+            from distill_compare import VGMIDI
+
+            from musicsearch.eval.suites import SuiteOptions, run_suite
+
+            opts = SuiteOptions(datasets=tuple((d, args.vgmidi) for d in VGMIDI), seed=0)
+            zs = run_suite(model, "zeroshot", opts)["results"]["zeroshot"]
+            res["vgmidi_zeroshot"] = {d: zs[d]["accuracy"] for d in VGMIDI}
         return res
 
     results: dict[str, Any] = {}
@@ -212,7 +223,11 @@ def main() -> None:
         results["base-untrained-head"] = score(tower)
     for item in filter(None, args.score.split(",")):
         name, _, ref = item.partition("=")
-        if name not in results or (args.mrr and "mrr" not in results[name]):
+        if (
+            name not in results
+            or (args.mrr and "mrr" not in results[name])
+            or (args.vgmidi and "vgmidi_zeroshot" not in results[name])
+        ):
             results[name] = {**results.get(name, {}), "checkpoint": ref, **score(resolve_model(ref).model)}
             report.write_text(json.dumps(results, indent=1), encoding="utf-8")
     shared_text: dict[str, torch.Tensor] = {}  # the text side is frozen and the same for every head
