@@ -137,7 +137,9 @@ def test_negative_terms_follow_the_documented_rule(store: Path) -> None:
         for r in resp.results:
             raw = next(p.score for p in plain if p.id == r.id)
             j = next(i for i, rec in enumerate(oracle.recs) if rec.id == r.id)
-            assert r.score == pytest.approx(raw - max(0.0, float(oracle.tracks[j] @ neg - neg @ cal.mean_vector)))
+            # float32 scores against the rule recomputed here: within the determinism promise, not bit for bit
+            want = raw - max(0.0, float(oracle.tracks[j] @ neg - neg @ cal.mean_vector))
+            assert abs(r.score - want) <= PROMISED_ATOL
         weightless = searcher.search("tone, no odd", k=6, negative_weight=0.0).results
         check(weightless, oracle.rank(q), 6)
 
