@@ -28,8 +28,8 @@ import soundfile as sf
 QUERY = "calm piano"
 
 
-def make_store(root: Path, n: int) -> Path:
-    """``n`` seeded 4 s clips (sine/square tones, triads, noise at several levels) indexed with ``default``."""
+def make_store(root: Path, n: int, model: str = "default") -> Path:
+    """``n`` seeded 4 s clips (sine/square tones, triads, noise at several levels) indexed with ``model``."""
     from musicsearch.data.manifest import Track, write_manifest
     from musicsearch.index.indexer import index_collection
     from musicsearch.search.api import prepare_store
@@ -51,7 +51,7 @@ def make_store(root: Path, n: int) -> Path:
         sf.write(path, wave.astype(np.float32), 16000)
         tracks.append(Track(f"clip{i:04d}", str(path), tags=(kind,), metadata={"duration": 4.0}))
     write_manifest(root / "manifest.jsonl", tracks)
-    index_collection(root / "manifest.jsonl", root / "store", model="default", workers=0)
+    index_collection(root / "manifest.jsonl", root / "store", model=model, workers=0)
     prepare_store(root / "store")
     return root / "store"
 

@@ -22,6 +22,10 @@ Ways (``--ways``, comma-separated):
 
 The store: ``--store PATH`` or a demo-size one made here (``--tracks`` seeded 4 s clips indexed with the shipped
 ``default`` model, as ``benchmarks/query_cli.py`` makes it; kept in ``--keep DIR`` if given, and reused from it).
+``--model`` indexes it with another model: with ``--before``, give a checkpoint file both trees can load (the
+``default`` of an older commit is another model, and its server refuses a store of today's ``default``), e.g.
+``--model src/musicsearch/assets/models/adapted.safetensors`` (the default of 044db8e; the text tower, which is
+all a text search runs, is the same MiniLM as today's ``default``).
 
 Usage:
     nice -n 5 .venv/bin/python benchmarks/serve_throughput.py --clients 4,200 --seconds 15 \\
@@ -146,6 +150,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, help="an existing store (default: make a demo-size one)")
     ap.add_argument("--tracks", type=int, default=208, help="clips of the demo-size store")
+    ap.add_argument("--model", default="default", help="the model the demo store is indexed with (name or file)")
     ap.add_argument("--keep", type=Path, help="make the demo store here, or reuse the one made there before")
     ap.add_argument("--clients", default="4,200", help="comma-separated concurrent client counts")
     ap.add_argument("--seconds", type=float, default=15.0, help="load time per way and client count, all rounds")
@@ -162,11 +167,14 @@ def main() -> None:
     elif args.keep and (args.keep / "store" / "store.json").exists():
         store = args.keep / "store"
     else:
-        store = make_store(args.keep or tmp / "demo", args.tracks)
+        model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model
+        store = make_store(args.keep or tmp / "demo", args.tracks, model)
+    from musicsearch.index.store import read_settings
     from musicsearch.search.textenc import open_embedder
 
-    open_embedder("default", onnx=True, text_int8=True)  # the exports, made once before any way is timed
-    open_embedder("default", onnx=True, text_int8=True)
+    source = read_settings(store).model_source
+    open_embedder(source, onnx=True, text_int8=True)  # the exports, made once before any way is timed
+    open_embedder(source, onnx=True, text_int8=False)
     env = dict(os.environ)
     pool = ["--text-sessions", str(args.text_sessions)] if args.text_sessions else []
     ways: dict[str, tuple[list[str], dict[str, str]]] = {
