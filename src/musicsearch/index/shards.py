@@ -194,7 +194,7 @@ def merge_stores(
             created=time.time(),
         )
         merge_metadata([p / METADATA_FILE for p in paths], out / METADATA_FILE).close()
-        queries = store_tuning_queries(first.model_source, first.weights_checksum) if tune else None
+        queries = store_tuning_queries(shards[0]) if tune else None  # the shards share one model (checked above)
         for sub in (TRACKS_DIR, WINDOWS_DIR):
             dirs = [p / sub for p in paths if (p / sub / MANIFEST).is_file()]
             if dirs:

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from musicsearch.errors import MusicSearchError
 from musicsearch.index.embedder import Embedder
+
+if TYPE_CHECKING:
+    from musicsearch.index.store import Store
 
 __all__ = ["CAPTION_QUERIES", "MAX_TUNING_TEXTS", "store_tuning_queries", "tuning_queries", "tuning_texts"]
 
@@ -97,14 +101,14 @@ def tuning_queries(embedder: Embedder) -> Callable[[], np.ndarray]:
     return provide
 
 
-def store_tuning_queries(model_source: str, weights_checksum: str) -> Callable[[], np.ndarray]:
-    """A provider like :func:`tuning_queries` for a store known only by its settings (a merge of shard stores):
-    on its first call it loads the store's model from ``model_source``, checks that its weights are the ones the
-    vectors came from, and embeds :func:`tuning_texts`; later calls return the same array.
+def store_tuning_queries(store: Store) -> Callable[[], np.ndarray]:
+    """A provider like :func:`tuning_queries` for a store that has no embedder at hand (a shard of a merge): on its
+    first call it loads the store's own model (:meth:`~musicsearch.index.store.Store.load_embedder`, which also
+    refuses a model whose weights or window plan are not the store's) and embeds :func:`tuning_texts`; later calls
+    return the same array.
 
     Args:
-        model_source: the store's ``model_source`` (a shipped model name or a checkpoint path).
-        weights_checksum: the store's ``weights_checksum``.
+        store: an open store built with the model whose texts are wanted.
 
     Returns:
         The provider. It raises :class:`~musicsearch.errors.MusicSearchError` when the model cannot be loaded or
@@ -114,20 +118,13 @@ def store_tuning_queries(model_source: str, weights_checksum: str) -> Callable[[
 
     def provide() -> np.ndarray:
         if not inner:
-            from musicsearch.index.embedder import load_embedder
-
             try:
-                embedder = load_embedder(model_source)
+                embedder = store.load_embedder()
             except Exception as exc:  # any loading failure only costs the tuning, never the merge
                 raise MusicSearchError(
-                    f"the store's model {model_source!r} could not be loaded to embed its typical queries ({exc}); "
-                    "index into the store again with that model available to tune it"
+                    f"the store's model {store.settings.model_source!r} could not be loaded to embed its typical "
+                    f"queries ({exc}); index into the store again with that model available to tune it"
                 ) from exc
-            if embedder.checksum != weights_checksum:
-                raise MusicSearchError(
-                    f"the model at {model_source!r} now has weights {embedder.checksum[:12]}, not the store's "
-                    f"{weights_checksum[:12]}; its texts would not match the stored vectors"
-                )
             inner.append(tuning_queries(embedder))
         return inner[0]()
 
