@@ -69,8 +69,9 @@ def parse_configs(spec: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, cols: np.ndarray) -> dict[str, Any]:
-    """Genre agreement and teacher-tag ROC/PR on the test windows, from cached features."""
+def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, inputs: np.ndarray) -> dict[str, Any]:
+    """Genre agreement and teacher-tag ROC/PR on the test windows, from cached features (``inputs``: the head's
+    input rows of every window, :func:`musicsearch.train.heads.head_inputs`)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from musicsearch.models.inference import embed_texts, normalize
@@ -83,7 +84,7 @@ def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, col
     test = np.array([i for i, w in enumerate(windows) if w.split == "test"])
     model.eval()
     with torch.no_grad():
-        emb = normalize(model.joint_from_features(torch.from_numpy(feats.features[test][:, cols])).numpy())
+        emb = normalize(model.joint_from_features(torch.from_numpy(inputs[test])).numpy())
     genre_text = normalize(embed_texts(model, list(GENRES)))
     recs, _, teacher_top = teacher_genres(soft_dir)
     _, _, teacher_top4 = teacher_genres(soft_dir, GENRES4)
@@ -118,7 +119,7 @@ def score_cached(model: Any, soft_dir: Path, windows: list[Any], feats: Any, col
     }
 
 
-def score_corpus_cached(model: Any, test_windows: list[Any], feats: Any, cols: np.ndarray,
+def score_corpus_cached(model: Any, test_windows: list[Any], inputs: np.ndarray,
                         manifest: str) -> dict[str, Any]:  # fmt: skip
     """The ``corpus`` eval suite's figures on its test split from cached window features: each clip's embedding
     is the mean of its windows' (the suite's aggregation), then the suite's own metric functions."""
@@ -135,7 +136,7 @@ def score_corpus_cached(model: Any, test_windows: list[Any], feats: Any, cols: n
     tracks = [t for t in every if t.split == "test"]
     model.eval()
     with torch.no_grad():
-        emb = model.joint_from_features(torch.from_numpy(feats.features[:, cols])).numpy()
+        emb = model.joint_from_features(torch.from_numpy(inputs)).numpy()
     clip_of = [str(w.metadata["clip"]) for w in test_windows]
     x = np.stack([emb[[k for k, c in enumerate(clip_of) if c == t.track_id]].mean(axis=0) for t in tracks])
     top50 = tag_vocabulary(every)[:50]
@@ -177,7 +178,7 @@ def main() -> None:
     from musicsearch.data.manifest import read_manifest
     from musicsearch.models.loading import resolve_model
     from musicsearch.models.registry import PRESETS
-    from musicsearch.train.heads import HeadTrainConfig, build_tower, feature_columns, load_features, train_head
+    from musicsearch.train.heads import HeadTrainConfig, build_tower, head_inputs, load_features, train_head
 
     soft = Path(args.soft)
     cdir = Path(args.corpus_dir or args.soft)
@@ -195,10 +196,10 @@ def main() -> None:
     source_audio, _ = PRESETS.get(args.feature_preset)()
 
     def score(model: Any) -> dict[str, Any]:
-        cols = feature_columns(source_audio, model.config.audio)
-        res = score_cached(model, soft, real, feats, cols)
+        res = score_cached(model, soft, real, feats, head_inputs(source_audio, model.config.audio, feats))
         if t_feats is not None:
-            res.update(score_corpus_cached(model, c_test, t_feats, cols, args.corpus))
+            t_inputs = head_inputs(source_audio, model.config.audio, t_feats)
+            res.update(score_corpus_cached(model, c_test, t_inputs, args.corpus))
         if args.mrr:
             from distill_compare import librosa_mrr
 

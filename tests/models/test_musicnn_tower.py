@@ -21,6 +21,7 @@ TOWERS = (
     "musicnn-both-small",
     "musicnn-msd-small",
     "musicnn-both-small-residual",
+    "musicnn-both-small-residual-tags",
 )
 
 
@@ -44,13 +45,31 @@ def test_shapes(preset: str) -> None:
     assert isinstance(enc, MusicnnAudioEncoder)
     cfg = model.config.audio
     n_nets = len(cfg.backbones)
-    assert backbone_dim(cfg) == n_nets * 1506 + (128 if cfg.join_own else 0)
+    assert backbone_dim(cfg) == n_nets * 1506 + (50 * n_nets if cfg.tag_inputs else 0) + (128 if cfg.join_own else 0)
     with torch.no_grad():
         feats, logits = enc.backbone(_waves(3))
         emb = model.encode_audio(_waves(3))
     assert feats.shape == (3, backbone_dim(cfg))
     assert [tuple(lg.shape) for lg in logits] == [(3, 50)] * n_nets
     assert emb.shape == (3, model.config.joint_dim)
+
+
+def test_tag_inputs_are_the_networks_probabilities_before_the_own_feature() -> None:
+    plain = _model("musicnn-both-small-residual").eval()
+    tags = _model("musicnn-both-small-residual-tags").eval()
+    enc, ref = tags.audio_encoder, plain.audio_encoder
+    enc.backbones.load_state_dict(ref.backbones.state_dict())
+    enc.own.load_state_dict(ref.own.state_dict())
+    x = _waves(3, seed=5)
+    with torch.no_grad():
+        feats, logits = enc.backbone(x)
+        want, want_logits = ref.backbone(x)
+    assert feats.shape == (3, 2 * 1506 + 100 + 128)
+    torch.testing.assert_close(feats[:, :3012], want[:, :3012])
+    torch.testing.assert_close(feats[:, 3012:3112], torch.sigmoid(torch.cat(want_logits, dim=1)))
+    torch.testing.assert_close(feats[:, 3112:], want[:, 3012:])  # the own tower's feature stays last
+    for a, b in zip(logits, want_logits):
+        torch.testing.assert_close(a, b)
 
 
 def test_dense_layer_readout() -> None:

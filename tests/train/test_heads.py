@@ -12,7 +12,7 @@ from musicsearch.data.manifest import Track, read_manifest
 from musicsearch.errors import ConfigError
 from musicsearch.models.checkpoint import load_model_file
 from musicsearch.models.registry import PRESETS, build_model, model_config
-from musicsearch.train.heads import BackboneFeatures, HeadTrainConfig, feature_columns, train_head
+from musicsearch.train.heads import BackboneFeatures, HeadTrainConfig, feature_columns, head_inputs, train_head
 
 
 def test_feature_columns_slice_the_cached_layout() -> None:
@@ -26,6 +26,50 @@ def test_feature_columns_slice_the_cached_layout() -> None:
     np.testing.assert_array_equal(cols, np.r_[np.arange(1506, 3012), np.arange(3012, 3140)])
     with pytest.raises(ConfigError):
         feature_columns(msd, both_small)
+
+
+def test_head_inputs_insert_the_cached_probabilities_before_the_own_feature() -> None:
+    both_small, _ = PRESETS.get("musicnn-both-small")()  # the cached layout: MSD, MTT, own; probs MSD, MTT
+    tags, _ = PRESETS.get("musicnn-both-small-residual-tags")()
+    rng = np.random.default_rng(0)
+    cached = BackboneFeatures(["a", "b", "c"], rng.normal(size=(3, 3140)).astype(np.float32),
+                              rng.random(size=(3, 100)).astype(np.float32))  # fmt: skip
+    x = head_inputs(both_small, tags, cached)
+    assert x.shape == (3, 3240) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[:, :3012], cached.features[:, :3012])
+    np.testing.assert_array_equal(x[:, 3012:3112], cached.probs)
+    np.testing.assert_array_equal(x[:, 3112:], cached.features[:, 3012:])
+    mtt_tags = dataclasses.replace(tags, backbones=("MTT_musicnn",))
+    y = head_inputs(both_small, mtt_tags, cached)
+    want = np.c_[cached.features[:, 1506:3012], cached.probs[:, 50:], cached.features[:, 3012:]]
+    np.testing.assert_array_equal(y, want)
+    # without tag inputs, head_inputs is the plain column slice
+    np.testing.assert_array_equal(head_inputs(both_small, both_small, cached), cached.features)
+    with pytest.raises(ConfigError, match="head_inputs"):
+        feature_columns(both_small, tags)
+    with pytest.raises(ConfigError, match="probabilities"):
+        head_inputs(both_small, tags, BackboneFeatures(cached.ids, cached.features, cached.probs[:, :50]))
+
+
+def test_a_tag_input_tower_starts_as_the_plain_checkpoint(tmp_path) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    from musicsearch.models.checkpoint import save_model
+    from musicsearch.train.heads import _start_from, build_tower
+
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert")).eval()
+    plain = build_tower("musicnn-both-small-residual", base).eval()
+    with torch.no_grad():  # a trained-looking head: every weight non-zero
+        for p in [*plain.audio_encoder.head.parameters(), *plain.audio_projector.parameters()]:
+            p.copy_(0.05 * torch.randn_like(p))
+    save_model(plain, tmp_path / "plain.safetensors")
+    tags = build_tower("musicnn-both-small-residual-tags", base).eval()
+    _start_from(tags, str(tmp_path / "plain.safetensors"))
+    w = tags.audio_encoder.head[1].weight
+    assert w.shape == (512, 3240) and torch.count_nonzero(w[:, 3012:3112]) == 0
+    x = 0.1 * torch.randn(2, 48_000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(tags.encode_audio(x), plain.encode_audio(x), rtol=1e-5, atol=1e-5)
 
 
 def test_residual_tower_starts_as_the_base_model() -> None:
@@ -229,3 +273,60 @@ def test_train_head_corpus_weight_and_init_from(tmp_path) -> None:
     with pytest.raises(ConfigError, match="init_from"):
         train_head(dataclasses.replace(cfg, preset="musicnn-both-small", init_from=str(tmp_path / "one.safetensors")),
                    base, real, feats)  # fmt: skip
+
+
+def test_anchor_loss_matches_a_plain_loop() -> None:
+    from musicsearch.train.heads import anchor_loss
+
+    rng = np.random.default_rng(3)
+    a, s = rng.normal(size=(6, 8)), rng.normal(size=(6, 8))
+    want = np.mean([1.0 - a[i] @ s[i] / (np.linalg.norm(a[i]) * np.linalg.norm(s[i])) for i in range(6)])
+    got = anchor_loss(torch.from_numpy(a).float(), torch.from_numpy(s).float())
+    assert abs(float(got) - want) <= 1e-6  # float32 cosines of 8 terms
+    assert float(anchor_loss(torch.from_numpy(a).float(), 3.0 * torch.from_numpy(a).float())) == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_anchor_keeps_a_fine_tuned_head_near_its_start(tmp_path) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert"))
+    real, feats = _genre_setup()
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
+    start_path = train_head(cfg, base, real, feats, out_dir=tmp_path, name="start")["checkpoint"]
+    start = load_model_file(start_path).eval()
+    tune = dataclasses.replace(cfg, epochs=6, lr=2e-4, genre_rank_weight=5.0, init_from=start_path)
+    x = torch.from_numpy(feats.features[:, feature_columns(PRESETS.get("musicnn-both-small")()[0],
+                                                            start.config.audio)])  # fmt: skip
+
+    def drift(anchor: float) -> float:
+        out = train_head(dataclasses.replace(tune, anchor_weight=anchor), base, real, feats, out_dir=tmp_path,
+                         name=f"a{anchor}")  # fmt: skip
+        if anchor:
+            assert all("anchor" in h and h["anchor"] >= 0 for h in out["history"])
+        tuned = load_model_file(out["checkpoint"]).eval()
+        with torch.no_grad():
+            cos = torch.nn.functional.cosine_similarity(tuned.joint_from_features(x), start.joint_from_features(x))
+        return float(1.0 - cos.mean())
+
+    free, anchored = drift(0.0), drift(100.0)
+    assert free > 0.0 and anchored < 0.5 * free
+    with pytest.raises(ConfigError, match="anchor_weight"):
+        train_head(dataclasses.replace(cfg, anchor_weight=-1.0), base, real, feats)
+
+
+def test_train_head_with_tag_inputs(tmp_path) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert"))
+    real, feats = _genre_setup()
+    plain = HeadTrainConfig(preset="musicnn-both-small-residual", epochs=1, batch_size=16, seed=0)
+    start = train_head(plain, base, real, feats, out_dir=tmp_path, name="plain")["checkpoint"]
+    cfg = dataclasses.replace(plain, preset="musicnn-both-small-residual-tags", epochs=2, genre_rank_weight=1.0,
+                              init_from=start)  # fmt: skip
+    out = train_head(cfg, base, real, feats, out_dir=tmp_path, name="t")
+    model = load_model_file(out["checkpoint"]).eval()
+    assert model.config.audio.tag_inputs and model.audio_encoder.head[1].weight.shape[1] == 3240
+    # the head reads the probabilities: its weights for them were trained away from their zero start
+    assert torch.count_nonzero(model.audio_encoder.head[1].weight[:, 3012:3112]) > 0

@@ -42,6 +42,9 @@ class AudioEncoderConfig:
         own_residual: (``musicnn`` with ``join_own``) the own tower also keeps its own projection into the joint
             space (``own_projector``, e.g. the trained model's), and the head's projection is added to it: the
             tower starts as the own model and the pretrained networks add what they know.
+        tag_inputs: (``musicnn``) also feed each network's own tag probabilities (the sigmoid of its 50 tag
+            logits, the teacher's output on the window) to the head, after the backbone features and before the
+            own tower's feature: what the teachers say about a window is one linear map from the joint space.
         mel: front-end parameters.
         window_samples: input window in samples at 16 kHz (9.91 s = 158,560 in the paper).
         conv_channels: channels of every residual conv block.
@@ -63,6 +66,7 @@ class AudioEncoderConfig:
     head_dropout: float = 0.1
     width_own: int = 128
     own_residual: bool = False
+    tag_inputs: bool = False
     window_samples: int = 158_560
     conv_channels: int = 128
     n_conv_blocks: int = 4

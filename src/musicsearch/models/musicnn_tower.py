@@ -35,8 +35,10 @@ _LAYER_DIM = {"pool": 1506, "dense": 200}
 
 
 def backbone_dim(cfg: AudioEncoderConfig) -> int:
-    """Size of the concatenated backbone features (own tower's clip feature included) of a ``musicnn`` tower."""
-    return len(cfg.backbones) * _LAYER_DIM[cfg.backbone_layer] + (cfg.width_own if cfg.join_own else 0)
+    """Size of the concatenated backbone features (tag probabilities and own tower's clip feature included) of a
+    ``musicnn`` tower."""
+    tags = sum(len(labels_for(name)) for name in cfg.backbones) if cfg.tag_inputs else 0
+    return len(cfg.backbones) * _LAYER_DIM[cfg.backbone_layer] + tags + (cfg.width_own if cfg.join_own else 0)
 
 
 class MusicnnAudioEncoder(nn.Module):
@@ -98,7 +100,9 @@ class MusicnnAudioEncoder(nn.Module):
 
         Returns:
             ``(features, logits)``: ``(B, backbone_dim)`` float32, and per backbone (config order) ``(B, 50)``
-            tag logits (``sigmoid`` gives the teacher's probabilities for that window).
+            tag logits (``sigmoid`` gives the teacher's probabilities for that window). Features are laid out as
+            every network's read-out (config order), then with ``tag_inputs`` every network's tag probabilities,
+            then the own tower's clip feature.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._frozen):
             mel = log_mel_batch(wave)[:, :N_FRAMES]  # (B, 187, 96): the teacher's patch of the window
@@ -108,6 +112,8 @@ class MusicnnAudioEncoder(nn.Module):
                 out = net(mel)
                 feats.append(out.pooled if self.config.backbone_layer == "pool" else out.penultimate)  # type: ignore[arg-type]
                 logits.append(out.logits)
+            if self.config.tag_inputs:
+                feats.extend(torch.sigmoid(lg) for lg in logits)
             if self.own is not None:
                 feats.append(self.own(wave))  # (B, width_own)
         return torch.cat(feats, dim=1), logits

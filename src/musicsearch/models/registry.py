@@ -1,8 +1,9 @@
 """Model presets by name: ``paper`` (exact), ``small`` (CPU-trainable), ``debug`` (tiny, for tests), and the
 pretrained musicnn towers ``musicnn-mtt``, ``musicnn-msd``, ``musicnn-both`` (MSD and MTT concatenated) and
 ``musicnn-both-small`` / ``musicnn-msd-small`` (joined to a ``small`` tower: features concatenated before the
-head) and ``musicnn-*-small-residual`` (the ``small`` tower keeps its own projection, the head's is added), all
-3 s windows, frozen backbones by default.
+head) and ``musicnn-*-small-residual`` (the ``small`` tower keeps its own projection, the head's is added), and
+``musicnn-both-small-residual-tags`` (the networks' own tag probabilities are head inputs too), all 3 s windows,
+frozen backbones by default.
 
 A preset fixes the audio tower; objective, text encoder and text representation are chosen per call, so any of
 the paper's 3 x 2 x 3 variants is a config, not new code::
@@ -66,7 +67,9 @@ def _debug() -> tuple[AudioEncoderConfig, str]:
     )
 
 
-def _musicnn_tower(backbones: tuple[str, ...], *, join_own: bool, residual: bool = False) -> AudioEncoderConfig:
+def _musicnn_tower(
+    backbones: tuple[str, ...], *, join_own: bool, residual: bool = False, tags: bool = False
+) -> AudioEncoderConfig:
     small, _ = _small()
     return dataclasses.replace(
         small,
@@ -74,6 +77,7 @@ def _musicnn_tower(backbones: tuple[str, ...], *, join_own: bool, residual: bool
         backbones=backbones,
         join_own=join_own,
         own_residual=residual,
+        tag_inputs=tags,
         width=512,
         width_own=small.width,
     )
@@ -87,6 +91,10 @@ PRESETS.add("musicnn-msd-small", lambda: (_musicnn_tower(("MSD_musicnn",), join_
 PRESETS.add(
     "musicnn-both-small-residual",
     lambda: (_musicnn_tower(("MSD_musicnn", "MTT_musicnn"), join_own=True, residual=True), "minilm"),
+)
+PRESETS.add(
+    "musicnn-both-small-residual-tags",
+    lambda: (_musicnn_tower(("MSD_musicnn", "MTT_musicnn"), join_own=True, residual=True, tags=True), "minilm"),
 )
 PRESETS.add(
     "musicnn-msd-small-residual",

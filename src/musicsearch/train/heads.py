@@ -48,9 +48,11 @@ __all__ = [
     "TEACHER_GENRES",
     "BackboneFeatures",
     "HeadTrainConfig",
+    "anchor_loss",
     "build_tower",
     "extract_features",
     "feature_columns",
+    "head_inputs",
     "load_features",
     "load_window",
     "train_head",
@@ -217,13 +219,18 @@ def feature_columns(source: Any, target: Any) -> np.ndarray:
     """Columns of ``source``'s cached backbone features that make ``target``'s (both ``musicnn`` audio configs).
 
     ``target``'s backbones must be among ``source``'s, with the same read-out layer; a joined own tower must be
-    in both.
+    in both. A ``target`` with ``tag_inputs`` also needs the cached probabilities: use :func:`head_inputs`.
 
     Raises:
         ConfigError: ``target`` needs features ``source`` did not compute.
     """
     from musicsearch.models.musicnn_tower import _LAYER_DIM
 
+    if source.tag_inputs or target.tag_inputs:
+        raise ConfigError(
+            "feature_columns slices plain backbone features: cache them with a tower without tag_inputs (the "
+            "probabilities are cached beside them) and build a tag_inputs tower's rows with head_inputs"
+        )
     if source.backbone_layer != target.backbone_layer or (target.join_own and not source.join_own):
         raise ConfigError("the cached features were read out at another layer or without the own tower")
     size = _LAYER_DIM[source.backbone_layer]
@@ -237,6 +244,31 @@ def feature_columns(source: Any, target: Any) -> np.ndarray:
         start = len(source.backbones) * size
         cols.append(np.arange(start, start + source.width_own))
     return np.concatenate(cols)
+
+
+def head_inputs(source: Any, target: Any, cached: BackboneFeatures) -> np.ndarray:
+    """``target``'s head inputs ``(N, backbone_dim(target))`` from features cached by a ``source`` tower.
+
+    The layout is :meth:`~musicsearch.models.musicnn_tower.MusicnnAudioEncoder.backbone`'s: ``target``'s
+    backbone read-outs (:func:`feature_columns`), then with ``tag_inputs`` the cached teacher probabilities of
+    its networks, then the own tower's clip feature.
+
+    Raises:
+        ConfigError: ``target`` needs features ``source`` did not compute.
+    """
+    from musicsearch.teachers.musicnn import labels_for
+
+    plain = dataclasses.replace(target, tag_inputs=False)
+    x = cached.features[:, feature_columns(source, plain)]
+    if not target.tag_inputs:
+        return x
+    offsets = np.cumsum([0] + [len(labels_for(n)) for n in source.backbones])
+    if cached.probs.shape[1] != offsets[-1]:
+        raise ConfigError(f"the cache holds {cached.probs.shape[1]} teacher probabilities, {offsets[-1]} expected")
+    tags = [cached.probs[:, offsets[source.backbones.index(n)] : offsets[source.backbones.index(n) + 1]]
+            for n in target.backbones]  # fmt: skip
+    body = x.shape[1] - (target.width_own if target.join_own else 0)
+    return np.ascontiguousarray(np.concatenate([x[:, :body], *tags, x[:, body:]], axis=1), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -268,6 +300,9 @@ class HeadTrainConfig:
         text_variants: texts drawn per training window before training (one is picked at every step).
         init_from: a checkpoint of the same ``preset`` (e.g. a head trained before) whose head, audio projection
             and logit scale the training starts from, instead of the zero head; empty: the zero head.
+        anchor_weight: weight of a term that keeps every training window's audio embedding where the starting
+            model put it (mean of ``1 - cos(new, start)``; the start is ``init_from``'s model, or the zero head):
+            fine-tuning for one thing (e.g. the genre words) then moves the rest of the space as little as it can.
         seed: the one seed (initialisation, batches, text sampling).
     """
 
@@ -290,6 +325,7 @@ class HeadTrainConfig:
     caption_share: float = 0.3
     text_variants: int = 6
     init_from: str = ""
+    anchor_weight: float = 0.0
     seed: int = 0
 
 
@@ -315,6 +351,16 @@ def row_weighted_info_nce(
     return (weights.to(per_pair.dtype) * per_pair).mean()
 
 
+def anchor_loss(audio: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``1 - cos(audio_i, start_i)``: 0 where every embedding points where it started.
+
+    Args:
+        audio: ``(B, D)`` embeddings (any norm).
+        start: ``(B, D)`` the starting model's embeddings of the same windows (any norm).
+    """
+    return (1.0 - F.cosine_similarity(audio, start, dim=-1)).mean()
+
+
 class _TextCache:
     """Frozen text-side embeddings (joint space, L2-normalised), computed once per distinct string."""
 
@@ -335,17 +381,30 @@ class _TextCache:
 
 def _start_from(model: Any, checkpoint: str) -> None:
     """Copy the head, audio projection and logit scale of ``checkpoint`` (a model of the same tower) into
-    ``model``.
+    ``model``. A ``tag_inputs`` tower may start from the same tower without them: the head's weights for the
+    probabilities start at zero, so the model starts as the checkpoint's.
 
     Raises:
         ConfigError: the checkpoint's tower differs (its head does not fit).
     """
     from musicsearch.models.loading import resolve_model
 
-    start = resolve_model(checkpoint).model.state_dict()
+    started = resolve_model(checkpoint).model
+    start = started.state_dict()
     keep = ("audio_encoder.head.", "audio_projector.", "logit_scale")
     state = model.state_dict()
     part = {k: v for k, v in start.items() if k.startswith(keep)}
+    mine_cfg, its_cfg = model.config.audio, started.config.audio
+    w = "audio_encoder.head.1.weight"
+    if mine_cfg.tag_inputs and not its_cfg.tag_inputs and w in part and w in state:
+        # a tower with tag inputs from one without: the new input columns start at zero (the same function)
+        from musicsearch.models.musicnn_tower import backbone_dim
+
+        if backbone_dim(dataclasses.replace(mine_cfg, tag_inputs=False)) == part[w].shape[1]:
+            n_tags = state[w].shape[1] - part[w].shape[1]
+            body = part[w].shape[1] - (mine_cfg.width_own if mine_cfg.join_own else 0)
+            zeros = part[w].new_zeros(part[w].shape[0], n_tags)
+            part[w] = torch.cat([part[w][:, :body], zeros, part[w][:, body:]], dim=1)
     bad = sorted(k for k in part if k not in state or state[k].shape != part[k].shape)
     mine = sorted(k for k in state if k.startswith(keep) and k not in part)
     if bad or mine or not part:
@@ -407,10 +466,10 @@ def train_head(
 
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ConfigError("train_head needs epochs >= 1 and batch_size >= 2")
-    if not (cfg.rank_power > 0 and cfg.genre_rank_power > 0) or cfg.corpus_weight < 0:
+    if not (cfg.rank_power > 0 and cfg.genre_rank_power > 0) or cfg.corpus_weight < 0 or cfg.anchor_weight < 0:
         raise ConfigError(
-            f"train_head needs rank_power > 0, genre_rank_power > 0 and corpus_weight >= 0; got {cfg.rank_power}, "
-            f"{cfg.genre_rank_power}, {cfg.corpus_weight}"
+            f"train_head needs rank_power > 0, genre_rank_power > 0, corpus_weight >= 0 and anchor_weight >= 0; "
+            f"got {cfg.rank_power}, {cfg.genre_rank_power}, {cfg.corpus_weight}, {cfg.anchor_weight}"
         )
     if len(real) != real_feats.features.shape[0] or (corpus and corpus_feats is None):
         raise ConfigError("every window needs its cached features (extract_features)")
@@ -421,7 +480,6 @@ def train_head(
     model = build_tower(cfg.preset, base)
     if cfg.init_from:
         _start_from(model, cfg.init_from)
-    cols = torch.from_numpy(feature_columns(source_audio, model.config.audio))
 
     # teachers' probabilities -> soft targets (all tags, natural text) and confident tags (merged vocabulary)
     teachers = list(source_audio.backbones)
@@ -448,10 +506,11 @@ def train_head(
                  if t.split == "test"]  # fmt: skip
         write_manifest(Path(out_dir) / "real_test.jsonl", tests)
 
-    feats = torch.from_numpy(real_feats.features)[:, cols]
+    feats = torch.from_numpy(head_inputs(source_audio, model.config.audio, real_feats))
     probs = torch.from_numpy(real_feats.probs)
     n_real = feats.shape[0]
-    c_feats = torch.from_numpy(corpus_feats.features)[:, cols] if corpus_feats is not None and corpus else None
+    c_feats = (torch.from_numpy(head_inputs(source_audio, model.config.audio, corpus_feats))
+               if corpus_feats is not None and corpus else None)  # fmt: skip
     all_feats = torch.cat([feats, c_feats]) if c_feats is not None else feats
     splits = [w.split for w in real] + [w.split or "train" for w in corpus]
     train_idx = np.array([i for i, s in enumerate(splits) if s == "train"])
@@ -459,6 +518,11 @@ def train_head(
     if train_idx.size == 0:
         raise ConfigError("no training windows (split 'train')")
 
+    anchor: torch.Tensor | None = None
+    if cfg.anchor_weight > 0:  # the starting model's embeddings of every window (eval mode: no dropout)
+        model.eval()
+        with torch.no_grad():
+            anchor = F.normalize(model.joint_from_features(all_feats), dim=-1)
     cached_text = _TextCache(model, text_cache)
     tag_emb = cached_text(tag_texts)  # (K, D), frozen
     soft = SoftTargetHead()
@@ -535,6 +599,10 @@ def train_head(
             gr = genre_head.ranking(audio[real_rows], genre_emb, genre_probs[idx[real_rows]], cfg.genre_rank_power)
             loss = loss + cfg.genre_rank_weight * gr
             stats["genre_rank"] = float(gr.detach())
+        if anchor is not None:
+            an = anchor_loss(audio, anchor[torch.from_numpy(idx)])
+            loss = loss + cfg.anchor_weight * an
+            stats["anchor"] = float(an.detach())
         return loss, stats
 
     history = []
