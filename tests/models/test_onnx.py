@@ -80,10 +80,12 @@ def test_every_shipped_model_exports_within_tolerance(
     assert np.abs(one - ref_text[:1]).max() <= PARITY_TOLERANCE
 
 
-def test_a_musicnn_tower_exports_within_tolerance(tmp_path: Path) -> None:
-    """The musicnn towers (pretrained backbones + head, a residual own tower) export through the same code."""
+@pytest.mark.parametrize("preset", ["musicnn-msd-small-residual", "musicnn-both-small-residual-tags"])
+def test_a_musicnn_tower_exports_within_tolerance(tmp_path: Path, preset: str) -> None:
+    """The musicnn towers (pretrained backbones + head, a residual own tower, the networks' tag probabilities as
+    head inputs) export through the same code."""
     torch.manual_seed(0)
-    model = build_model(model_config("musicnn-msd-small-residual", text_encoder="tiny-bert")).eval()
+    model = build_model(model_config(preset, text_encoder="tiny-bert")).eval()
     ckpt = tmp_path / "m.safetensors"
     save_model(model, ckpt)
     _, sha = weights_of(ckpt)  # type: ignore[misc]

@@ -330,3 +330,28 @@ def test_train_head_with_tag_inputs(tmp_path) -> None:
     assert model.config.audio.tag_inputs and model.audio_encoder.head[1].weight.shape[1] == 3240
     # the head reads the probabilities: its weights for them were trained away from their zero start
     assert torch.count_nonzero(model.audio_encoder.head[1].weight[:, 3012:3112]) > 0
+
+
+def test_track_means_average_each_recordings_windows() -> None:
+    from musicsearch.train.heads import track_means
+
+    windows = _windows(8, {}, "r", tags=False)  # recordings r0 (windows 0-3) and r1 (4-7)
+    values = np.arange(16, dtype=np.float32).reshape(8, 2)
+    got = track_means(values, windows)
+    np.testing.assert_allclose(got[:4], np.tile(values[:4].mean(axis=0), (4, 1)))
+    np.testing.assert_allclose(got[4:], np.tile(values[4:].mean(axis=0), (4, 1)))
+
+
+def test_genre_track_targets_change_the_genre_loss(tmp_path) -> None:
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    torch.manual_seed(0)
+    base = build_model(model_config("small", text_encoder="tiny-bert"))
+    real, feats = _genre_setup()
+    # one window of each recording disagrees with the rest: the track target smooths it away
+    probs = feats.probs.copy()
+    probs[::4] = probs[1::4]
+    feats = BackboneFeatures(feats.ids, feats.features, probs)
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=1, batch_size=16, seed=0, genre_rank_weight=1.0)
+    own = train_head(cfg, base, real, feats)["history"][0]["genre_rank"]
+    track = train_head(dataclasses.replace(cfg, genre_track_targets=True), base, real, feats)["history"][0]
+    assert np.isfinite(track["genre_rank"]) and track["genre_rank"] != pytest.approx(own, rel=1e-4)

@@ -55,6 +55,7 @@ __all__ = [
     "head_inputs",
     "load_features",
     "load_window",
+    "track_means",
     "train_head",
 ]
 
@@ -290,6 +291,9 @@ class HeadTrainConfig:
         genre_rank_weight: weight of a second ranking loss over the genre words only (:data:`TEACHER_GENRES` as
             text, the teachers' merged genre probabilities as target): which genre comes first for a window.
         genre_rank_power: that target's power.
+        genre_track_targets: the genre-ranking target of a window is its recording's (the teachers' genre
+            probabilities averaged over the recording's windows, ``metadata["track"]``), not the window's own:
+            the genre a search by genre word should find the whole recording under.
         corpus_weight: weight of the corpus windows' rows in the contrastive loss (real windows' rows weigh 1;
             every row stays a negative for the others).
         pseudo_captions: train real windows contrastively on captions of their confident teacher tags.
@@ -317,6 +321,7 @@ class HeadTrainConfig:
     rank_power: float = 1.0
     genre_rank_weight: float = 0.0
     genre_rank_power: float = 1.0
+    genre_track_targets: bool = False
     corpus_weight: float = 1.0
     pseudo_captions: bool = True
     floor: float = 0.2
@@ -349,6 +354,19 @@ def row_weighted_info_nce(
     per_pair = 0.5 * (F.cross_entropy(logits, labels, reduction="none")
                       + F.cross_entropy(logits.t(), labels, reduction="none"))  # fmt: skip
     return (weights.to(per_pair.dtype) * per_pair).mean()
+
+
+def track_means(values: np.ndarray, windows: Sequence[Track]) -> np.ndarray:
+    """Each row of ``values`` replaced by the mean of the rows of its recording's windows (``metadata["track"]``,
+    else the window's own id)."""
+    keys = [str(w.metadata.get("track", w.track_id)) for w in windows]
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    out = np.empty_like(values)
+    for rows in groups.values():
+        out[rows] = values[rows].mean(axis=0)
+    return out
 
 
 def anchor_loss(audio: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -528,7 +546,8 @@ def train_head(
     soft = SoftTargetHead()
     genre_head = SoftTargetHead()  # its own ranking temperature for the genre words
     genre_emb = cached_text(list(TEACHER_GENRES))  # (G, D)
-    genre_probs = torch.from_numpy(merged[:, [vocab.index(g) for g in TEACHER_GENRES]])  # (N_real, G)
+    window_genres = merged[:, [vocab.index(g) for g in TEACHER_GENRES]]  # (N_real, G)
+    genre_probs = torch.from_numpy(track_means(window_genres, real) if cfg.genre_track_targets else window_genres)
     params = [*model.audio_encoder.head.parameters(), *model.audio_projector.parameters(), *soft.parameters()]
     if cfg.genre_rank_weight > 0:
         params += list(genre_head.parameters())
