@@ -64,3 +64,44 @@ def test_adapt_cli_end_to_end(tone_corpus: Path, tmp_path: Path, capsys: pytest.
     assert adapted.config.audio == cfg.audio
     # a second run resumes: the labels are read back, the finished run is not trained again
     assert main(args) == 0
+
+
+def test_adapt_soft_continues_a_musicnn_model_with_an_anchor(tone_corpus: Path, tmp_path: Path) -> None:
+    """``--recipe soft`` with a ``--model`` that is itself the tower (as the shipped default is) continues it:
+    its own tower and projection are kept, its head starts the training (with lr 0 the head comes back
+    unchanged), and the anchor and ranking terms are trained."""
+    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
+    import torch
+
+    from musicsearch.train.heads import build_tower
+
+    torch.manual_seed(0)
+    small = build_model(model_config("small", text_encoder="tiny-bert"))
+    start = build_tower("musicnn-msd-small-residual", small).eval()
+    with torch.no_grad():  # a trained-looking head
+        for p in [*start.audio_encoder.head.parameters(), *start.audio_projector.parameters()]:
+            p.copy_(0.05 * torch.randn_like(p))
+    start_path = tmp_path / "start.safetensors"
+    save_model(start, start_path)
+    clips = sorted(librosa_music_dir().glob("*.ogg"))[:3]
+    recordings = tmp_path / "recordings.jsonl"
+    write_manifest(recordings, [Track(p.stem, str(p), start=0.0, end=9.0) for p in clips])
+    common = ["adapt", str(recordings), "--model", str(start_path), "--corpus", str(tone_corpus), "--recipe", "soft",
+              "--tower", "musicnn-msd-small-residual", "--hop", "3", "--epochs", "1", "--batch-size", "4",
+              "--workers", "0", "--anchor-weight", "10", "--rank-weight", "1"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "still"), "--lr", "0"]) == 0
+    summary = json.loads((tmp_path / "still" / "adapt.json").read_text())
+    assert summary["config"]["init_from"] == str(start_path)
+    assert all("anchor" in h and "rank" in h for h in summary["history"])
+    still = load_model_file(tmp_path / "still" / "run" / "best.safetensors")
+    for name, p in start.state_dict().items():
+        if name.startswith(("audio_encoder.head.", "audio_projector.", "own_projector.", "audio_encoder.own.")):
+            torch.testing.assert_close(still.state_dict()[name], p)
+    assert main([*common, "--out", str(tmp_path / "moved"), "--lr", "1e-3"]) == 0
+    moved = load_model_file(tmp_path / "moved" / "run" / "best.safetensors")
+    assert not torch.equal(
+        moved.state_dict()["audio_encoder.head.1.weight"], start.state_dict()["audio_encoder.head.1.weight"]
+    )
+    torch.testing.assert_close(
+        moved.state_dict()["own_projector.1.weight"], start.state_dict()["own_projector.1.weight"]
+    )

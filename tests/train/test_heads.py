@@ -355,3 +355,14 @@ def test_genre_track_targets_change_the_genre_loss(tmp_path) -> None:
     own = train_head(cfg, base, real, feats)["history"][0]["genre_rank"]
     track = train_head(dataclasses.replace(cfg, genre_track_targets=True), base, real, feats)["history"][0]
     assert np.isfinite(track["genre_rank"]) and track["genre_rank"] != pytest.approx(own, rel=1e-4)
+
+
+def test_head_inputs_from_a_cache_of_a_tag_input_tower() -> None:
+    tags, _ = PRESETS.get("musicnn-both-small-residual-tags")()
+    plain, _ = PRESETS.get("musicnn-both-small-residual")()
+    rng = np.random.default_rng(1)
+    probs = rng.random(size=(2, 100)).astype(np.float32)
+    body, own = rng.normal(size=(2, 3012)).astype(np.float32), rng.normal(size=(2, 128)).astype(np.float32)
+    cached = BackboneFeatures(["a", "b"], np.c_[body, probs, own], probs)  # the tag tower's own layout
+    np.testing.assert_array_equal(head_inputs(tags, tags, cached), cached.features)
+    np.testing.assert_array_equal(head_inputs(tags, plain, cached), np.c_[body, own])

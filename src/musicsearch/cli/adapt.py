@@ -42,6 +42,14 @@ def add_parser(subparsers: Any) -> None:
                         "head on cached features with the teachers' soft targets (docs/adapt.md)")  # fmt: skip
     p.add_argument("--tower", default="musicnn-both-small", help="musicnn tower preset of --recipe soft")
     p.add_argument("--soft-weight", type=float, default=1.0, help="weight of the soft-target loss (--recipe soft)")
+    p.add_argument("--rank-weight", type=float, default=0.0,
+                   help="weight of the teachers' tag-ranking loss (--recipe soft; default used 10)")  # fmt: skip
+    p.add_argument("--init-from", default="",
+                   help="checkpoint or model of the same --tower to start the head from (--recipe soft; default: "
+                        "--model itself when it is that tower, e.g. the shipped default)")  # fmt: skip
+    p.add_argument("--anchor-weight", type=float, default=0.0,
+                   help="keep every window's embedding near the starting model's, so adapting forgets less "
+                        "(--recipe soft; e.g. 30)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -69,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         tower=args.tower,
         soft_weight=args.soft_weight,
+        rank_weight=args.rank_weight,
+        init_from=args.init_from,
+        anchor_weight=args.anchor_weight,
     )
     bar: Any = None
 

@@ -71,6 +71,12 @@ class AdaptConfig:
             are then head epochs, ``lr`` the head's learning rate).
         tower: (``soft``) the musicnn tower preset; its text side (and joined own tower) come from ``model``.
         soft_weight: (``soft``) weight of the soft-target loss.
+        rank_weight: (``soft``) weight of the listwise tag-ranking loss (``HeadTrainConfig.rank_weight``).
+        init_from: (``soft``) a checkpoint or model name of the same ``tower`` whose head the training starts
+            from; empty: ``model`` itself when it is such a tower (continue training it, e.g. the shipped
+            ``default`` on your own collection), else a new head.
+        anchor_weight: (``soft``) keeps every window's embedding near the starting model's
+            (``HeadTrainConfig.anchor_weight``): adapting to a collection then forgets less of the rest.
     """
 
     audio: str
@@ -94,6 +100,9 @@ class AdaptConfig:
     recipe: str = "finetune"
     tower: str = "musicnn-both-small"
     soft_weight: float = 1.0
+    rank_weight: float = 0.0
+    init_from: str = ""
+    anchor_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -377,9 +386,11 @@ def _adapt_soft(cfg: AdaptConfig, base: Any, out: Path) -> AdaptResult:
     tower = build_tower(cfg.tower, base.model)
     real_feats = extract_features(tower, real, out / "features" / "real")
     corpus_feats = extract_features(tower, corpus, out / "features" / "corpus") if corpus else None
+    init_from = cfg.init_from or (cfg.model if _same_tower(base.model.config.audio, tower.config.audio) else "")
     hcfg = HeadTrainConfig(preset=cfg.tower, feature_preset=cfg.tower, epochs=cfg.epochs, lr=cfg.lr,
-                           batch_size=cfg.batch_size, soft_weight=cfg.soft_weight, floor=cfg.floor,
-                           ceiling=cfg.ceiling, max_tags=cfg.max_tags, seed=cfg.seed)  # fmt: skip
+                           batch_size=cfg.batch_size, soft_weight=cfg.soft_weight, rank_weight=cfg.rank_weight,
+                           floor=cfg.floor, ceiling=cfg.ceiling, max_tags=cfg.max_tags, init_from=init_from,
+                           anchor_weight=cfg.anchor_weight, seed=cfg.seed)  # fmt: skip
     summary = train_head(hcfg, base.model, real, real_feats, corpus, corpus_feats, out_dir=out, name="soft")
     (out / "run").mkdir(exist_ok=True)
     shutil.copyfile(out / "soft.safetensors", out / "run" / "best.safetensors")
@@ -395,6 +406,13 @@ def _adapt_soft(cfg: AdaptConfig, base: Any, out: Path) -> AdaptResult:
         failed=failed,
         tag_counts={},
     )
+
+
+def _same_tower(a: Any, b: Any) -> bool:
+    """Whether a head of tower ``a`` can start tower ``b`` (:func:`musicsearch.train.heads.train_head`'s
+    ``init_from``): the same musicnn tower, or ``b`` the same with ``tag_inputs`` added."""
+    same = a.kind == "musicnn" and dataclasses.replace(a, tag_inputs=b.tag_inputs) == b
+    return bool(same and (b.tag_inputs or not a.tag_inputs))
 
 
 def _seconds(track: Track) -> float:

@@ -100,7 +100,8 @@ class BackboneFeatures:
 def build_tower(preset: str, base: Any) -> Any:
     """A model with the ``musicnn`` audio tower ``preset``, the pretrained networks loaded, and from the trained
     model ``base``: the whole text side (encoder, projector), the temperature and, for a joined tower, the own
-    audio tower (``base``'s must have the same architecture).
+    audio tower (``base``'s must have the same architecture; a ``base`` that is itself a joined musicnn tower, such
+    as the shipped ``default``, gives its own joined tower and, if residual, its own projection).
 
     Raises:
         ConfigError: ``preset`` is not a musicnn tower, or a joined own tower does not match ``base``'s.
@@ -120,13 +121,15 @@ def build_tower(preset: str, base: Any) -> Any:
     missing |= {"head.logit_scale"}
     load_state_strict(model, state, source="the base model's text tower", allow_missing=missing)
     enc = model._musicnn_tower()
+    # a base that is itself a joined musicnn tower (e.g. the shipped default) gives its joined own tower
+    nested = base.config.audio.kind == "musicnn" and base.config.audio.join_own
+    own_prefix = "audio_encoder.own." if nested else "audio_encoder."
+    proj_prefix = "own_projector." if nested and base.config.audio.own_residual else "audio_projector."
     if enc.own is not None:
-        own = {k[len("audio_encoder.") :]: v for k, v in base.state_dict().items() if k.startswith("audio_encoder.")}
+        own = {k[len(own_prefix) :]: v for k, v in base.state_dict().items() if k.startswith(own_prefix)}
         load_state_strict(enc.own, own, source="the base model's audio tower (joined as the own tower)")
     if model.own_projector is not None:
-        proj = {
-            k[len("audio_projector.") :]: v for k, v in base.state_dict().items() if k.startswith("audio_projector.")
-        }
+        proj = {k[len(proj_prefix) :]: v for k, v in base.state_dict().items() if k.startswith(proj_prefix)}
         load_state_strict(model.own_projector, proj, source="the base model's audio projector")
         with torch.no_grad():  # the head's projection starts at zero: the tower starts as the base model
             model.audio_projector[1].weight.zero_()  # type: ignore[operator]
@@ -252,15 +255,22 @@ def head_inputs(source: Any, target: Any, cached: BackboneFeatures) -> np.ndarra
 
     The layout is :meth:`~musicsearch.models.musicnn_tower.MusicnnAudioEncoder.backbone`'s: ``target``'s
     backbone read-outs (:func:`feature_columns`), then with ``tag_inputs`` the cached teacher probabilities of
-    its networks, then the own tower's clip feature.
+    its networks, then the own tower's clip feature. ``source`` may have ``tag_inputs`` itself.
 
     Raises:
         ConfigError: ``target`` needs features ``source`` did not compute.
     """
+    from musicsearch.models.musicnn_tower import _LAYER_DIM
     from musicsearch.teachers.musicnn import labels_for
 
+    features = cached.features
+    if source.tag_inputs:  # cached by a tag-input tower: its probability columns repeat cached.probs; drop them
+        start = len(source.backbones) * _LAYER_DIM[source.backbone_layer]
+        n_tags = sum(len(labels_for(n)) for n in source.backbones)
+        features = np.delete(features, np.arange(start, start + n_tags), axis=1)
+        source = dataclasses.replace(source, tag_inputs=False)
     plain = dataclasses.replace(target, tag_inputs=False)
-    x = cached.features[:, feature_columns(source, plain)]
+    x = features[:, feature_columns(source, plain)]
     if not target.tag_inputs:
         return x
     offsets = np.cumsum([0] + [len(labels_for(n)) for n in source.backbones])
@@ -288,8 +298,9 @@ class HeadTrainConfig:
             tag_ranking_loss`): which teacher tag comes first for a window.
         rank_power: the ranking target's power (``tag_ranking_loss``'s ``power``; > 1 sharpens it towards the
             teachers' top tag).
-        genre_rank_weight: weight of a second ranking loss over the genre words only (:data:`TEACHER_GENRES` as
-            text, the teachers' merged genre probabilities as target): which genre comes first for a window.
+        genre_rank_weight: weight of a second ranking loss over the genre words only (those of
+            :data:`TEACHER_GENRES` the tower's teachers have, as text; the teachers' merged genre probabilities as
+            target): which genre comes first for a window.
         genre_rank_power: that target's power.
         genre_track_targets: the genre-ranking target of a window is its recording's (the teachers' genre
             probabilities averaged over the recording's windows, ``metadata["track"]``), not the window's own:
@@ -545,8 +556,9 @@ def train_head(
     tag_emb = cached_text(tag_texts)  # (K, D), frozen
     soft = SoftTargetHead()
     genre_head = SoftTargetHead()  # its own ranking temperature for the genre words
-    genre_emb = cached_text(list(TEACHER_GENRES))  # (G, D)
-    window_genres = merged[:, [vocab.index(g) for g in TEACHER_GENRES]]  # (N_real, G)
+    genres = [g for g in TEACHER_GENRES if g in vocab]  # an MSD-only tower's teacher has no "classical"
+    genre_emb = cached_text(genres)  # (G, D)
+    window_genres = merged[:, [vocab.index(g) for g in genres]]  # (N_real, G)
     genre_probs = torch.from_numpy(track_means(window_genres, real) if cfg.genre_track_targets else window_genres)
     params = [*model.audio_encoder.head.parameters(), *model.audio_projector.parameters(), *soft.parameters()]
     if cfg.genre_rank_weight > 0:
