@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"labelled {result.hours:.2f} h of audio; windows: {result.n_windows}; corpus clips: {result.n_corpus}")
     for track_id, reason in result.failed:
         print(f"skipped {track_id}: {reason}")
-    top = ", ".join(f"{t} ({n})" for t, n in list(result.tag_counts.items())[:12])
-    print(f"most frequent pseudo-tags: {top}")
+    if result.tag_counts:  # the finetune recipe's thresholded tags (the soft recipe trains on probabilities)
+        top = ", ".join(f"{t} ({n})" for t, n in list(result.tag_counts.items())[:12])
+        print(f"most frequent pseudo-tags: {top}")
     print(f"adapted model: {result.checkpoint}")
     print(f"held-out windows: {result.real_test} (musicsearch eval --model {result.checkpoint.parent} --suite corpus "
           f"--manifest {result.real_test} --split test)")  # fmt: skip
