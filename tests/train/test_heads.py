@@ -288,11 +288,15 @@ def test_anchor_loss_matches_a_plain_loop() -> None:
     )
 
 
-def test_anchor_keeps_a_fine_tuned_head_near_its_start(tmp_path) -> None:
+def _genre_base() -> tuple[torch.nn.Module, list[Track], BackboneFeatures]:
+    """A small base model (seeded) and :func:`_genre_setup`'s windows; skips without the musicnn checkpoints."""
     pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
     torch.manual_seed(0)
-    base = build_model(model_config("small", text_encoder="tiny-bert"))
-    real, feats = _genre_setup()
+    return build_model(model_config("small", text_encoder="tiny-bert")), *_genre_setup()
+
+
+def test_anchor_keeps_a_fine_tuned_head_near_its_start(tmp_path) -> None:
+    base, real, feats = _genre_base()
     cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
     start_path = train_head(cfg, base, real, feats, out_dir=tmp_path, name="start")["checkpoint"]
     start = load_model_file(start_path).eval()
@@ -317,10 +321,7 @@ def test_anchor_keeps_a_fine_tuned_head_near_its_start(tmp_path) -> None:
 
 
 def test_train_head_with_tag_inputs(tmp_path) -> None:
-    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
-    torch.manual_seed(0)
-    base = build_model(model_config("small", text_encoder="tiny-bert"))
-    real, feats = _genre_setup()
+    base, real, feats = _genre_base()
     plain = HeadTrainConfig(preset="musicnn-both-small-residual", epochs=1, batch_size=16, seed=0)
     start = train_head(plain, base, real, feats, out_dir=tmp_path, name="plain")["checkpoint"]
     cfg = dataclasses.replace(plain, preset="musicnn-both-small-residual-tags", epochs=2, genre_rank_weight=1.0,
@@ -343,10 +344,7 @@ def test_track_means_average_each_recordings_windows() -> None:
 
 
 def test_genre_track_targets_change_the_genre_loss(tmp_path) -> None:
-    pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
-    torch.manual_seed(0)
-    base = build_model(model_config("small", text_encoder="tiny-bert"))
-    real, feats = _genre_setup()
+    base, real, feats = _genre_base()
     # one window of each recording disagrees with the rest: the track target smooths it away
     probs = feats.probs.copy()
     probs[::4] = probs[1::4]
