@@ -22,7 +22,7 @@ def test_info_nce_matches_loop_oracle() -> None:
     rng = np.random.default_rng(0)
     a, t = rng.standard_normal((6, 8)), rng.standard_normal((6, 8))
     head = ContrastiveHead(init_temperature=0.2)
-    got = float(head(torch.tensor(a, dtype=torch.float64), torch.tensor(t, dtype=torch.float64)))
+    got = float(head(torch.tensor(a, dtype=torch.float64), torch.tensor(t, dtype=torch.float64)).detach())
     an, tn = _norm(a), _norm(t)
     scale = 1 / 0.2
     total = 0.0
