@@ -39,7 +39,7 @@ def test_logit_scale_init_and_clamp() -> None:
     assert abs(head.temperature() - 0.2) < 1e-6
     with torch.no_grad():
         head.logit_scale.fill_(10.0)
-    assert abs(float(head.scale()) - 100.0) < 1e-6
+    assert abs(float(head.scale().detach()) - 100.0) < 1e-6
 
 
 def test_triplet_hinge_matches_formula() -> None:
