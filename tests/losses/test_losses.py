@@ -146,7 +146,7 @@ def test_classification_bce_matches_numpy() -> None:
     head = ClassificationHead(4, 3)
     x = torch.randn(5, 4, dtype=torch.float32)
     y = (torch.rand(5, 3) > 0.5).float()
-    got = float(head(x, y))
+    got = float(head(x, y).detach())
     z = (torch.nn.functional.normalize(x, dim=-1) @ head.fc_cls.weight.t()).detach().numpy().astype(np.float64)
     p = 1 / (1 + np.exp(-z))
     yn = y.numpy()
