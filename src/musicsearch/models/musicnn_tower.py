@@ -29,16 +29,23 @@ from musicsearch.models.audio_encoder import AudioEncoder
 from musicsearch.models.config import AudioEncoderConfig
 from musicsearch.teachers.musicnn import N_FRAMES, Musicnn, labels_for, load_pretrained, log_mel_batch
 
-__all__ = ["MusicnnAudioEncoder", "backbone_dim"]
+__all__ = ["MusicnnAudioEncoder", "backbone_dim", "tag_columns"]
 
 _LAYER_DIM = {"pool": 1506, "dense": 200}
+
+
+def tag_columns(cfg: AudioEncoderConfig) -> range:
+    """Where a ``tag_inputs`` tower's tag probabilities sit among its backbone features (:meth:`MusicnnAudioEncoder.
+    backbone`'s layout: every network's read-out, then their probabilities, then the own tower's feature). For a
+    tower without ``tag_inputs``: where they would be inserted (an empty range)."""
+    start = len(cfg.backbones) * _LAYER_DIM[cfg.backbone_layer]
+    return range(start, start + (sum(len(labels_for(name)) for name in cfg.backbones) if cfg.tag_inputs else 0))
 
 
 def backbone_dim(cfg: AudioEncoderConfig) -> int:
     """Size of the concatenated backbone features (tag probabilities and own tower's clip feature included) of a
     ``musicnn`` tower."""
-    tags = sum(len(labels_for(name)) for name in cfg.backbones) if cfg.tag_inputs else 0
-    return len(cfg.backbones) * _LAYER_DIM[cfg.backbone_layer] + tags + (cfg.width_own if cfg.join_own else 0)
+    return tag_columns(cfg).stop + (cfg.width_own if cfg.join_own else 0)
 
 
 class MusicnnAudioEncoder(nn.Module):

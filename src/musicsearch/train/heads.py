@@ -260,17 +260,13 @@ def head_inputs(source: Any, target: Any, cached: BackboneFeatures) -> np.ndarra
     Raises:
         ConfigError: ``target`` needs features ``source`` did not compute.
     """
-    from musicsearch.models.musicnn_tower import _LAYER_DIM
+    from musicsearch.models.musicnn_tower import tag_columns
     from musicsearch.teachers.musicnn import labels_for
 
-    features = cached.features
-    if source.tag_inputs:  # cached by a tag-input tower: its probability columns repeat cached.probs; drop them
-        start = len(source.backbones) * _LAYER_DIM[source.backbone_layer]
-        n_tags = sum(len(labels_for(n)) for n in source.backbones)
-        features = np.delete(features, np.arange(start, start + n_tags), axis=1)
-        source = dataclasses.replace(source, tag_inputs=False)
-    plain = dataclasses.replace(target, tag_inputs=False)
-    x = features[:, feature_columns(source, plain)]
+    # a tag-input source's probability columns repeat cached.probs: drop them (an empty range otherwise)
+    features = np.delete(cached.features, np.asarray(tag_columns(source), dtype=np.int64), axis=1)
+    source = dataclasses.replace(source, tag_inputs=False)
+    x = features[:, feature_columns(source, dataclasses.replace(target, tag_inputs=False))]
     if not target.tag_inputs:
         return x
     offsets = np.cumsum([0] + [len(labels_for(n)) for n in source.backbones])
@@ -278,8 +274,8 @@ def head_inputs(source: Any, target: Any, cached: BackboneFeatures) -> np.ndarra
         raise ConfigError(f"the cache holds {cached.probs.shape[1]} teacher probabilities, {offsets[-1]} expected")
     tags = [cached.probs[:, offsets[source.backbones.index(n)] : offsets[source.backbones.index(n) + 1]]
             for n in target.backbones]  # fmt: skip
-    body = x.shape[1] - (target.width_own if target.join_own else 0)
-    return np.ascontiguousarray(np.concatenate([x[:, :body], *tags, x[:, body:]], axis=1), dtype=np.float32)
+    at = tag_columns(target).start
+    return np.ascontiguousarray(np.concatenate([x[:, :at], *tags, x[:, at:]], axis=1), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -427,13 +423,12 @@ def _start_from(model: Any, checkpoint: str) -> None:
     w = "audio_encoder.head.1.weight"
     if mine_cfg.tag_inputs and not its_cfg.tag_inputs and w in part and w in state:
         # a tower with tag inputs from one without: the new input columns start at zero (the same function)
-        from musicsearch.models.musicnn_tower import backbone_dim
+        from musicsearch.models.musicnn_tower import tag_columns
 
-        if backbone_dim(dataclasses.replace(mine_cfg, tag_inputs=False)) == part[w].shape[1]:
-            n_tags = state[w].shape[1] - part[w].shape[1]
-            body = part[w].shape[1] - (mine_cfg.width_own if mine_cfg.join_own else 0)
-            zeros = part[w].new_zeros(part[w].shape[0], n_tags)
-            part[w] = torch.cat([part[w][:, :body], zeros, part[w][:, body:]], dim=1)
+        cols = tag_columns(mine_cfg)
+        if state[w].shape[1] - len(cols) == part[w].shape[1]:
+            zeros = part[w].new_zeros(part[w].shape[0], len(cols))
+            part[w] = torch.cat([part[w][:, : cols.start], zeros, part[w][:, cols.start :]], dim=1)
     bad = sorted(k for k in part if k not in state or state[k].shape != part[k].shape)
     mine = sorted(k for k in state if k.startswith(keep) and k not in part)
     if bad or mine or not part:
