@@ -5,7 +5,8 @@ held-out real recordings' windows against the teachers' calibrated tags (``OUT/r
 ``experiments/soft_recipe.py``), genre agreement with the teachers on those recordings (the teachers' own genre
 words as text queries; the student's top genre per recording against the teachers' top genre, probabilities
 averaged over the recording's windows, from the cached features), and the eight shipped real recordings' MRR
-(``experiments/distill_compare.py``'s queries).
+(``experiments/distill_compare.py``'s queries). With ``--vgmidi``, VGMIDI zero-shot and the probe; the probe is
+the mean over ``--probe-seeds`` seeds (5), since one seed moves it by a piece or more.
 
 Usage::
 
@@ -92,11 +93,19 @@ def evaluate(name: str, ref: str, args: argparse.Namespace, recs: list[str], top
     if args.vgmidi:
         from musicsearch.eval.suites import SuiteOptions, run_suite
 
-        opts = SuiteOptions(datasets=tuple((d, args.vgmidi) for d in VGMIDI), seed=0)
+        opts = SuiteOptions(datasets=tuple((d, args.vgmidi) for d in VGMIDI), seed=0, probe_seeds=args.probe_seeds)
         out["zeroshot"] = run_suite(model, "zeroshot", opts, model_info=out["model"])["results"]["zeroshot"]
         out["probe"] = run_suite(model, "probe", opts, model_info=out["model"])["results"]["probe"]
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _seeds(r: dict[str, Any]) -> str:
+    """How many probing seeds a row's VGMIDI probe averages (older results: one, seed 0)."""
+    if "probe" not in r:
+        return ""
+    n = {len(res.get("seeds", [0])) for res in r["probe"].values()}
+    return f" ({'/'.join(map(str, sorted(n)))} seeds)" if n != {1} else " (seed 0)"
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -114,7 +123,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"| {_pct(real['tags']['all']['roc_auc'])} / {_pct(real['tags']['all']['pr_auc'])} "
             f"| {_pct(r['genre_agreement'])} | {_pct(r.get('genre4_agreement'))} "
             f"| {r['librosa']['mrr']:.3f} ({_pct(r['librosa']['top1'])}) "
-            f"| {vgmidi_cells(r, 'zeroshot')} | {vgmidi_cells(r, 'probe')} |"
+            f"| {vgmidi_cells(r, 'zeroshot')} | {vgmidi_cells(r, 'probe')}{_seeds(r)} |"
         )
     return "\n".join(rows)
 
@@ -126,6 +135,8 @@ def main() -> None:
     ap.add_argument("--corpus", default="data/corpus/manifest.jsonl")
     ap.add_argument("--out", default="runs/compare")
     ap.add_argument("--vgmidi", default=None, help="VGMIDI folder: also zero-shot and probing on its three tasks")
+    ap.add_argument("--probe-seeds", type=int, default=5,
+                    help="VGMIDI probe: mean over this many seeds (0, 1, ...); one piece is 2.5 points")  # fmt: skip
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)

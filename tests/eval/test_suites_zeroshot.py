@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,27 @@ def test_zeroshot_and_probe_suites_share_embeddings(
         run_suite(model, "zeroshot", SuiteOptions())
     with pytest.raises(ConfigError):
         run_suite(model, "probe", SuiteOptions(datasets=(("gtzan", str(root)),), probe_grid="huge"))
+
+
+def test_probe_over_seeds_reports_the_mean_of_single_seed_runs(
+    model: torch.nn.Module, gtzan_root: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    root, lists = gtzan_root
+    base = SuiteOptions(
+        datasets=(("gtzan", str(root)),), dataset_options={"split_lists": lists}, cache_dir=str(tmp_path),
+        probe_grid="quick", probe_max_epochs=4, probe_patience=2, n_windows=1, seed=3,
+    )  # fmt: skip
+    single = [
+        run_suite(model, "probe", dataclasses.replace(base, seed=s))["results"]["probe"]["gtzan"]["accuracy"]
+        for s in (3, 4, 5)
+    ]
+    res = run_suite(model, "probe", dataclasses.replace(base, probe_seeds=3))["results"]["probe"]["gtzan"]
+    assert res["seeds"] == [3, 4, 5]
+    assert [r["accuracy"] for r in res["per_seed"]] == pytest.approx(single, abs=1e-9)
+    assert res["accuracy"] == pytest.approx(float(np.mean(single)), abs=1e-9)
+    assert res["accuracy_std"] == pytest.approx(float(np.std(single)), abs=1e-9)
+    assert res["probe"]["test"]["accuracy"] == pytest.approx(single[0], abs=1e-9)  # the first run in full
+    one = run_suite(model, "probe", base)["results"]["probe"]["gtzan"]
+    assert "seeds" not in one and "accuracy_std" not in one  # one seed: the paper's protocol, as before
+    with pytest.raises(ConfigError, match="probe_seeds"):
+        run_suite(model, "probe", dataclasses.replace(base, probe_seeds=0))

@@ -61,6 +61,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--probe-head", default="mlp", choices=("mlp", "linear"))
     p.add_argument("--probe-grid", default="paper", choices=("paper", "quick"))
     p.add_argument("--probe-epochs", type=int, default=200, help="maximum probing epochs")
+    p.add_argument("--probe-seeds", type=int, default=1,
+                   help="probing runs (seeds SEED, SEED+1, ...), scores averaged (default 1: the paper)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32, help="audio windows per forward pass")
     p.add_argument("--workers", type=int, default=2, help="audio decoding threads")
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         probe_head=args.probe_head,
         probe_grid=args.probe_grid,
         probe_max_epochs=args.probe_epochs,
+        probe_seeds=args.probe_seeds,
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         batch_size=args.batch_size,

@@ -239,8 +239,13 @@ def markdown_report(runs: Sequence[Mapping[str, Any]]) -> str:
     if pr:
         heads = sorted({str(res.get("head")) for r in runs for res in r.get("results", {}).get("probe", {}).values()})
         lines += [f"## Probing ({', '.join(heads)} head; layout of the paper's Table 4)", "", *pr, ""]
+        n_seeds = sorted({len(res.get("seeds", [0])) for r in runs
+                          for res in r.get("results", {}).get("probe", {}).values()})  # fmt: skip
+        seeds = (f" Each score is the mean over {'/'.join(map(str, n_seeds))} probing seeds (each seed draws the "
+                 "head's initialisation and batches; the JSON has every seed's score and the standard deviation)."
+                 if n_seeds != [1] else "")  # fmt: skip
         lines += [
-            "Frozen track embeddings; the configuration with the best validation score is scored once on test.",
+            "Frozen track embeddings; the configuration with the best validation score is scored once on test." + seeds,
             "",
         ]
     if len(lines) <= 4:
