@@ -13,7 +13,7 @@ from musicsearch.data.manifest import Track, read_manifest, write_manifest
 from musicsearch.errors import ConfigError
 from musicsearch.models.checkpoint import load_model_file, save_model
 from musicsearch.models.registry import build_model, model_config
-from musicsearch.train.adapt import preset_of, split_recordings, text_encoder_of
+from musicsearch.train.adapt import AdaptConfig, adapt, preset_of, split_recordings, text_encoder_of
 
 
 def test_split_recordings_is_seeded_and_order_free() -> None:
@@ -105,3 +105,11 @@ def test_adapt_soft_continues_a_musicnn_model_with_an_anchor(tone_corpus: Path, 
     torch.testing.assert_close(
         moved.state_dict()["own_projector.1.weight"], start.state_dict()["own_projector.1.weight"]
     )
+    # --wise 0.5: the same training, saved halfway between the start and the trained head
+    assert main([*common, "--out", str(tmp_path / "half"), "--lr", "1e-3", "--wise", "0.5"]) == 0
+    half = load_model_file(tmp_path / "half" / "run" / "best.safetensors")
+    for name in ("audio_encoder.head.1.weight", "audio_projector.1.weight"):
+        mid = 0.5 * (start.state_dict()[name].double() + moved.state_dict()[name].double())
+        torch.testing.assert_close(half.state_dict()[name].double(), mid, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ConfigError, match="wise"):  # the finetune recipe has no head to interpolate
+        adapt(AdaptConfig(audio=str(recordings), out_dir=str(tmp_path / "ft"), model=str(start_path), wise=0.5))

@@ -364,3 +364,27 @@ def test_head_inputs_from_a_cache_of_a_tag_input_tower() -> None:
     cached = BackboneFeatures(["a", "b"], np.c_[body, probs, own], probs)  # the tag tower's own layout
     np.testing.assert_array_equal(head_inputs(tags, tags, cached), cached.features)
     np.testing.assert_array_equal(head_inputs(tags, plain, cached), np.c_[body, own])
+
+
+def test_wise_saves_the_interpolation_of_start_and_trained_head(tmp_path) -> None:
+    from musicsearch.train.heads import TRAINED
+
+    base, real, feats = _genre_base()
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
+    start_path = train_head(cfg, base, real, feats, out_dir=tmp_path, name="start")["checkpoint"]
+    tune = dataclasses.replace(cfg, epochs=3, lr=1e-3, genre_rank_weight=5.0, init_from=start_path)
+    full = train_head(tune, base, real, feats, out_dir=tmp_path, name="full")
+    part = train_head(dataclasses.replace(tune, wise=0.25), base, real, feats, out_dir=tmp_path, name="part")
+    assert part["best_epoch"] == full["best_epoch"]  # the same training; only what is saved differs
+    s, f, p = (load_model_file(c).state_dict() for c in (start_path, full["checkpoint"], part["checkpoint"]))
+    moved = 0
+    for k, v in f.items():
+        if k.startswith(TRAINED):
+            want = 0.75 * s[k].double() + 0.25 * v.double()
+            torch.testing.assert_close(p[k].double(), want, atol=1e-6, rtol=1e-5)
+            moved += int(not torch.allclose(v, s[k]))
+        else:  # frozen parts: the start's
+            torch.testing.assert_close(p[k], v, msg=k)
+    assert moved > 0  # the fine-tuning did move the head, so the check above can fail
+    with pytest.raises(ConfigError, match="wise"):
+        train_head(dataclasses.replace(cfg, wise=1.5), base, real, feats)

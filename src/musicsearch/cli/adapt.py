@@ -50,6 +50,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--anchor-weight", type=float, default=0.0,
                    help="keep every window's embedding near the starting model's, so adapting forgets less "
                         "(--recipe soft; e.g. 30)")  # fmt: skip
+    p.add_argument("--wise", type=float, default=1.0,
+                   help="weight of the trained head against its start in the saved model (WiSE-FT; --recipe soft; "
+                        "1: the trained head, 0.2: mostly the start)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         rank_weight=args.rank_weight,
         init_from=args.init_from,
         anchor_weight=args.anchor_weight,
+        wise=args.wise,
     )
     bar: Any = None
 

@@ -77,6 +77,8 @@ class AdaptConfig:
             ``default`` on your own collection), else a new head.
         anchor_weight: (``soft``) keeps every window's embedding near the starting model's
             (``HeadTrainConfig.anchor_weight``): adapting to a collection then forgets less of the rest.
+        wise: (``soft``) the trained head's weight in the adapted model: ``(1 - wise) * start + wise * trained``
+            (WiSE-FT, ``HeadTrainConfig.wise``); 1 keeps the trained head, 0.2 keeps most of the start's knowledge.
     """
 
     audio: str
@@ -103,6 +105,7 @@ class AdaptConfig:
     rank_weight: float = 0.0
     init_from: str = ""
     anchor_weight: float = 0.0
+    wise: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,8 @@ def adapt(cfg: AdaptConfig, *, progress: Callable[[int, int], None] | None = Non
 
     if cfg.epochs < 1 or cfg.max_corpus < 0 or cfg.batch_size < 2:
         raise ConfigError("adapt needs epochs >= 1, max_corpus >= 0 and batch_size >= 2")
+    if cfg.wise != 1.0 and cfg.recipe != "soft":
+        raise ConfigError(f"wise={cfg.wise} interpolates a trained head with its start: use it with --recipe soft")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_model(cfg.model)
@@ -390,7 +395,7 @@ def _adapt_soft(cfg: AdaptConfig, base: Any, out: Path) -> AdaptResult:
     hcfg = HeadTrainConfig(preset=cfg.tower, feature_preset=cfg.tower, epochs=cfg.epochs, lr=cfg.lr,
                            batch_size=cfg.batch_size, soft_weight=cfg.soft_weight, rank_weight=cfg.rank_weight,
                            floor=cfg.floor, ceiling=cfg.ceiling, max_tags=cfg.max_tags, init_from=init_from,
-                           anchor_weight=cfg.anchor_weight, seed=cfg.seed)  # fmt: skip
+                           anchor_weight=cfg.anchor_weight, wise=cfg.wise, seed=cfg.seed)  # fmt: skip
     summary = train_head(hcfg, base.model, real, real_feats, corpus, corpus_feats, out_dir=out, name="soft")
     (out / "run").mkdir(exist_ok=True)
     shutil.copyfile(out / "soft.safetensors", out / "run" / "best.safetensors")

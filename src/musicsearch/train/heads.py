@@ -43,6 +43,7 @@ from musicsearch.audio.io import load_audio
 from musicsearch.data.manifest import Track
 from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.fileio import atomic_write
+from musicsearch.models.merge import interpolate_states
 
 __all__ = [
     "TEACHER_GENRES",
@@ -314,6 +315,10 @@ class HeadTrainConfig:
         anchor_weight: weight of a term that keeps every training window's audio embedding where the starting
             model put it (mean of ``1 - cos(new, start)``; the start is ``init_from``'s model, or the zero head):
             fine-tuning for one thing (e.g. the genre words) then moves the rest of the space as little as it can.
+        wise: the trained head's weight in the saved model, whose head, audio projection and logit scale are
+            ``(1 - wise) * start + wise * trained`` (WiSE-FT, :func:`musicsearch.models.merge.interpolate_states`;
+            the start is ``init_from``'s head, or the zero head). 1 keeps the trained head; 0.1-0.3 keep most of
+            what the start knew and part of what the fine-tuning taught (docs/results.md, issue 13).
         seed: the one seed (initialisation, batches, text sampling).
     """
 
@@ -338,6 +343,7 @@ class HeadTrainConfig:
     text_variants: int = 6
     init_from: str = ""
     anchor_weight: float = 0.0
+    wise: float = 1.0
     seed: int = 0
 
 
@@ -404,6 +410,13 @@ class _TextCache:
         return torch.stack([self.cache[t] for t in texts])
 
 
+#: The state entries a head training changes (and ``init_from`` copies): the tower's head, the audio projection
+#: and the logit scale, which the state dict holds twice (``logit_scale`` and ``head.logit_scale``, one parameter;
+#: restoring only the first would let the second's stale value win). Everything else (backbones, own tower, text
+#: side) stays frozen.
+TRAINED = ("audio_encoder.head.", "audio_projector.", "logit_scale", "head.logit_scale")
+
+
 def _start_from(model: Any, checkpoint: str) -> None:
     """Copy the head, audio projection and logit scale of ``checkpoint`` (a model of the same tower) into
     ``model``. A ``tag_inputs`` tower may start from the same tower without them: the head's weights for the
@@ -416,9 +429,8 @@ def _start_from(model: Any, checkpoint: str) -> None:
 
     started = resolve_model(checkpoint).model
     start = started.state_dict()
-    keep = ("audio_encoder.head.", "audio_projector.", "logit_scale")
     state = model.state_dict()
-    part = {k: v for k, v in start.items() if k.startswith(keep)}
+    part = {k: v for k, v in start.items() if k.startswith(TRAINED)}
     mine_cfg, its_cfg = model.config.audio, started.config.audio
     w = "audio_encoder.head.1.weight"
     if mine_cfg.tag_inputs and not its_cfg.tag_inputs and w in part and w in state:
@@ -430,7 +442,7 @@ def _start_from(model: Any, checkpoint: str) -> None:
             zeros = part[w].new_zeros(part[w].shape[0], len(cols))
             part[w] = torch.cat([part[w][:, : cols.start], zeros, part[w][:, cols.start :]], dim=1)
     bad = sorted(k for k in part if k not in state or state[k].shape != part[k].shape)
-    mine = sorted(k for k in state if k.startswith(keep) and k not in part)
+    mine = sorted(k for k in state if k.startswith(TRAINED) and k not in part)
     if bad or mine or not part:
         raise ConfigError(
             f"init_from={checkpoint!r}: its head does not fit the tower of {model.config.name!r} "
@@ -495,6 +507,8 @@ def train_head(
             f"train_head needs rank_power > 0, genre_rank_power > 0, corpus_weight >= 0 and anchor_weight >= 0; "
             f"got {cfg.rank_power}, {cfg.genre_rank_power}, {cfg.corpus_weight}, {cfg.anchor_weight}"
         )
+    if not 0.0 <= cfg.wise <= 1.0:
+        raise ConfigError(f"train_head needs 0 <= wise <= 1 (the trained head's weight), got {cfg.wise}")
     if len(real) != real_feats.features.shape[0] or (corpus and corpus_feats is None):
         raise ConfigError("every window needs its cached features (extract_features)")
     t_start = time.perf_counter()
@@ -504,6 +518,7 @@ def train_head(
     model = build_tower(cfg.preset, base)
     if cfg.init_from:
         _start_from(model, cfg.init_from)
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINED)}
 
     # teachers' probabilities -> soft targets (all tags, natural text) and confident tags (merged vocabulary)
     teachers = list(source_audio.backbones)
@@ -654,10 +669,10 @@ def train_head(
         history.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in tot.items()}, "valid": round(val, 4)})
         log.info("head epoch %d: %s", epoch + 1, history[-1])
         if best is None or val < best[0]:
-            keep = ("audio_encoder.head.", "audio_projector.", "logit_scale")
-            best = (val, epoch + 1, {k: v.clone() for k, v in model.state_dict().items() if k.startswith(keep)})
+            best = (val, epoch + 1, {k: v.clone() for k, v in model.state_dict().items() if k.startswith(TRAINED)})
     assert best is not None
-    model.load_state_dict({**model.state_dict(), **best[2]})
+    trained = best[2] if cfg.wise == 1.0 else interpolate_states(start_state, best[2], cfg.wise)
+    model.load_state_dict({**model.state_dict(), **trained})
     model.eval()
     for n, p in model.named_parameters():
         p.requires_grad_(trainable_by_config[n])
