@@ -16,7 +16,7 @@ from musicsearch.data.sources.labels import LabelledDataset
 from musicsearch.data.sources.registry import load_dataset
 from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.eval import metrics
-from musicsearch.eval.suites import SuiteOptions, run_suite
+from musicsearch.eval.suites import SuiteOptions, _dataset_embeddings, run_suite
 from musicsearch.eval.zeroshot import evaluate_zeroshot, zeroshot_rows
 from musicsearch.models.inference import embed_texts, normalize
 from musicsearch.models.registry import build_model, model_config
@@ -184,3 +184,25 @@ def test_probe_over_seeds_reports_the_mean_of_single_seed_runs(
     assert "seeds" not in one and "accuracy_std" not in one  # one seed: the paper's protocol, as before
     with pytest.raises(ConfigError, match="probe_seeds"):
         run_suite(model, "probe", dataclasses.replace(base, probe_seeds=0))
+
+
+def test_zeroshot_over_every_track(
+    model: torch.nn.Module, gtzan_root: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    root, lists = gtzan_root
+    opts = SuiteOptions(datasets=(("gtzan", str(root)),), dataset_options={"split_lists": lists},
+                        cache_dir=str(tmp_path), n_windows=1)  # fmt: skip
+    test = run_suite(model, "zeroshot", opts)["results"]["zeroshot"]["gtzan"]
+    every = run_suite(model, "zeroshot", dataclasses.replace(opts, zeroshot_split="all"))["results"]["zeroshot"]
+    res = every["gtzan"]
+    assert test["n_tracks"] == 20 and test["split"] == "test"
+    assert res["n_tracks"] == 60 and res["split"] == "all"
+    # the oracle: cosine argmax of every track's embedding against the genre names, from the same cached embeddings
+    ds = load_dataset("gtzan", str(root), split_lists=lists)
+    x, ok, _ = _dataset_embeddings(model, ds, None, dataclasses.replace(opts, zeroshot_split="all"))
+    pred = np.argmax(normalize(x) @ normalize(embed_texts(model, list(ds.label_texts))).T, axis=1)
+    assert ok.all() and res["accuracy"] == pytest.approx(float(np.mean(pred == ds.labels)), abs=1e-9)
+    te = ds.split_indices("test")
+    assert test["accuracy"] == pytest.approx(float(np.mean(pred[te] == ds.labels[te])), abs=1e-9)
+    with pytest.raises(ConfigError, match="zeroshot_split"):
+        run_suite(model, "zeroshot", dataclasses.replace(opts, zeroshot_split="everything"))

@@ -58,6 +58,8 @@ def add_parser(sub: Any) -> None:
                    help="classification models: where per-tag thresholds are tuned")  # fmt: skip
     p.add_argument("--ties", default="pessimistic", choices=("pessimistic", "optimistic", "mean", "stable"),
                    help="tie rule of sentence-retrieval ranks")  # fmt: skip
+    p.add_argument("--zeroshot-split", default=None, choices=("test", "valid", "train", "all"),
+                   help="tracks zero-shot scores (default: the official test split; all: every track)")  # fmt: skip
     p.add_argument("--probe-head", default="mlp", choices=("mlp", "linear"))
     p.add_argument("--probe-grid", default="paper", choices=("paper", "quick"))
     p.add_argument("--probe-epochs", type=int, default=200, help="maximum probing epochs")
@@ -144,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         unseen_queries=_unseen(args.unseen),
         thresholds=args.thresholds,
         ties=args.ties,
+        zeroshot_split=args.zeroshot_split,
         probe_head=args.probe_head,
         probe_grid=args.probe_grid,
         probe_max_epochs=args.probe_epochs,
