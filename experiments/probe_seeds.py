@@ -1,5 +1,7 @@
 """Issue 13: the VGMIDI probe (an MLP on frozen track embeddings, the ``probe`` eval suite) over several seeds, to
 tell a model's probe from the probe's own seed noise (one piece of the 40-41-piece test split is 2.4-2.5 points).
+The suite does the runs (``SuiteOptions.probe_seeds``, ``musicsearch eval --probe-seeds``); this prints them as a
+table. The seeds vary the head, not the split: ``experiments/probe_cv.py`` varies both.
 
 Usage::
 
@@ -14,8 +16,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_compare import VGMIDI
@@ -33,14 +33,18 @@ def main() -> None:
     from musicsearch.models.loading import resolve_model
 
     runs: dict[str, list[dict[str, Any]]] = {}
+    seeds = [int(x) for x in args.seeds.split(",")]
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise SystemExit(f"--seeds must be consecutive (the suite runs seed, seed + 1, ...), got {seeds}")
     print("| model | probe Q / V / A, mean over seeds | per seed |\n|---|---|---|")
     for ref in filter(None, args.models.split(",")):
         model = resolve_model(ref).model
-        for seed in (int(s) for s in args.seeds.split(",")):
-            opts = SuiteOptions(datasets=tuple((d, args.vgmidi) for d in VGMIDI), seed=seed)
-            res = run_suite(model, "probe", opts)["results"]["probe"]
-            runs.setdefault(ref, []).append({"seed": seed, **{d: res[d]["accuracy"] for d in VGMIDI}})
-        means = " / ".join(f"{100 * np.mean([r[d] for r in runs[ref]]):.1f}" for d in VGMIDI)
+        opts = SuiteOptions(datasets=tuple((d, args.vgmidi) for d in VGMIDI), seed=seeds[0], probe_seeds=len(seeds))
+        res = run_suite(model, "probe", opts)["results"]["probe"]
+        per_seed = [res[d].get("per_seed", [{"accuracy": res[d]["accuracy"]}]) for d in VGMIDI]
+        runs[ref] = [{"seed": seed, **{d: per_seed[j][i]["accuracy"] for j, d in enumerate(VGMIDI)}}
+                     for i, seed in enumerate(seeds)]  # fmt: skip
+        means = " / ".join(f"{100 * res[d]['accuracy']:.1f}" for d in VGMIDI)
         each = "; ".join(" / ".join(f"{100 * r[d]:.1f}" for d in VGMIDI) for r in runs[ref])
         print(f"| {ref} | {means} | {each} |", flush=True)
     if args.out:
