@@ -388,3 +388,5 @@ def test_wise_saves_the_interpolation_of_start_and_trained_head(tmp_path) -> Non
     assert moved > 0  # the fine-tuning did move the head, so the check above can fail
     with pytest.raises(ConfigError, match="wise"):
         train_head(dataclasses.replace(cfg, wise=1.5), base, real, feats)
+    with pytest.raises(ConfigError, match="init_from"):  # a plain tower's fresh head is random: nothing to fall back to
+        train_head(dataclasses.replace(cfg, wise=0.5), base, real, feats)

@@ -317,7 +317,8 @@ class HeadTrainConfig:
             fine-tuning for one thing (e.g. the genre words) then moves the rest of the space as little as it can.
         wise: the trained head's weight in the saved model, whose head, audio projection and logit scale are
             ``(1 - wise) * start + wise * trained`` (WiSE-FT, :func:`musicsearch.models.merge.interpolate_states`;
-            the start is ``init_from``'s head, or the zero head). 1 keeps the trained head; 0.1-0.3 keep most of
+            the start is ``init_from``'s head or, without it, a residual tower's base model; a plain tower's fresh
+            head is random, so it needs ``init_from``). 1 keeps the trained head; 0.1-0.3 keep most of
             what the start knew and part of what the fine-tuning taught (docs/results.md, issue 13).
         seed: the one seed (initialisation, batches, text sampling).
     """
@@ -518,6 +519,11 @@ def train_head(
     model = build_tower(cfg.preset, base)
     if cfg.init_from:
         _start_from(model, cfg.init_from)
+    elif cfg.wise < 1.0 and not model.config.audio.own_residual:
+        raise ConfigError(
+            f"wise={cfg.wise} mixes the trained head with its start, and a fresh {cfg.preset} head is random: give "
+            "init_from (the model to fall back towards), or use a -residual tower, whose start is the base model"
+        )
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINED)}
 
     # teachers' probabilities -> soft targets (all tags, natural text) and confident tags (merged vocabulary)
