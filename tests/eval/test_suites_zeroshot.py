@@ -16,6 +16,7 @@ from musicsearch.data.sources.labels import LabelledDataset
 from musicsearch.data.sources.registry import load_dataset
 from musicsearch.errors import ConfigError, MusicSearchError
 from musicsearch.eval import metrics
+from musicsearch.eval.report import markdown_report
 from musicsearch.eval.suites import SuiteOptions, _dataset_embeddings, run_suite
 from musicsearch.eval.zeroshot import evaluate_zeroshot, zeroshot_rows
 from musicsearch.models.inference import embed_texts, normalize
@@ -193,10 +194,11 @@ def test_zeroshot_over_every_track(
     opts = SuiteOptions(datasets=(("gtzan", str(root)),), dataset_options={"split_lists": lists},
                         cache_dir=str(tmp_path), n_windows=1)  # fmt: skip
     test = run_suite(model, "zeroshot", opts)["results"]["zeroshot"]["gtzan"]
-    every = run_suite(model, "zeroshot", dataclasses.replace(opts, zeroshot_split="all"))["results"]["zeroshot"]
-    res = every["gtzan"]
+    every = run_suite(model, "zeroshot", dataclasses.replace(opts, zeroshot_split="all"))
+    res = every["results"]["zeroshot"]["gtzan"]
     assert test["n_tracks"] == 20 and test["split"] == "test"
     assert res["n_tracks"] == 60 and res["split"] == "all"
+    assert "gtzan: all (60 tracks)" in markdown_report([every])  # the report says which tracks were scored
     # the oracle: cosine argmax of every track's embedding against the genre names, from the same cached embeddings
     ds = load_dataset("gtzan", str(root), split_lists=lists)
     x, ok, _ = _dataset_embeddings(model, ds, None, dataclasses.replace(opts, zeroshot_split="all"))

@@ -229,10 +229,13 @@ def markdown_report(runs: Sequence[Mapping[str, Any]]) -> str:
     zs = _transfer_table(runs, "zeroshot", published.ZERO_SHOT, paper_label)
     if zs:
         lines += ["## Zero-shot transfer (layout of the paper's Table 4)", "", *zs, ""]
+        splits = sorted({f"{name}: {res.get('split')} ({res.get('n_tracks')} tracks)" for r in runs
+                         for name, res in r.get("results", {}).get("zeroshot", {}).items()})  # fmt: skip
         lines += [
             "Label names embedded as text, cosine with the track embedding; accuracy (single-label), macro ROC / PR "
             "(multi-label), F1 at per-label best thresholds tuned on the scored tracks (KVT, the paper's "
-            "convention). Zero-shot uses the test split (all tracks for Emotify).",
+            "convention). Scored tracks: " + "; ".join(splits) + " (by default the test split, every track for "
+            "Emotify; `--zeroshot-split` chooses).",
             "",
         ]
     pr = _transfer_table(runs, "probe", published.MLP_PROBING, paper_label + " MLP probe")
