@@ -418,6 +418,11 @@ class _TextCache:
 TRAINED = ("audio_encoder.head.", "audio_projector.", "logit_scale", "head.logit_scale")
 
 
+def _trained_state(model: Any) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s :data:`TRAINED` entries (detached from the graph, safe from later steps)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINED)}
+
+
 def _start_from(model: Any, checkpoint: str) -> None:
     """Copy the head, audio projection and logit scale of ``checkpoint`` (a model of the same tower) into
     ``model``. A ``tag_inputs`` tower may start from the same tower without them: the head's weights for the
@@ -524,7 +529,7 @@ def train_head(
             f"wise={cfg.wise} mixes the trained head with its start, and a fresh {cfg.preset} head is random: give "
             "init_from (the model to fall back towards), or use a -residual tower, whose start is the base model"
         )
-    start_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINED)}
+    start_state = _trained_state(model) if cfg.wise < 1.0 else {}
 
     # teachers' probabilities -> soft targets (all tags, natural text) and confident tags (merged vocabulary)
     teachers = list(source_audio.backbones)
@@ -675,7 +680,7 @@ def train_head(
         history.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in tot.items()}, "valid": round(val, 4)})
         log.info("head epoch %d: %s", epoch + 1, history[-1])
         if best is None or val < best[0]:
-            best = (val, epoch + 1, {k: v.clone() for k, v in model.state_dict().items() if k.startswith(TRAINED)})
+            best = (val, epoch + 1, _trained_state(model))
     assert best is not None
     trained = best[2] if cfg.wise == 1.0 else interpolate_states(start_state, best[2], cfg.wise)
     model.load_state_dict({**model.state_dict(), **trained})
