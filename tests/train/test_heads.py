@@ -390,3 +390,89 @@ def test_wise_saves_the_interpolation_of_start_and_trained_head(tmp_path) -> Non
         train_head(dataclasses.replace(cfg, wise=1.5), base, real, feats)
     with pytest.raises(ConfigError, match="init_from"):  # a plain tower's fresh head is random: nothing to fall back to
         train_head(dataclasses.replace(cfg, wise=0.5), base, real, feats)
+
+
+def test_text_projection_trains_the_projection_and_nothing_else_of_the_text_side(tmp_path) -> None:
+    base, real, feats = _genre_base()
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=3, batch_size=16, seed=0, lr=1e-3,
+                          genre_rank_weight=1.0, text_projection=True)  # fmt: skip
+    out = train_head(cfg, base, real, feats, out_dir=tmp_path, name="tp")
+    model = load_model_file(out["checkpoint"]).eval()
+    words = ["classical", "rock", "a calm piano piece"]
+    with torch.no_grad():
+        # the encoder is the base model's; only the projection after it was trained
+        enc = base.eval().text_encoder(words)
+        torch.testing.assert_close(model.text_encoder(words), enc)
+        torch.testing.assert_close(model.encode_text(words), model.text_projector(enc))
+        moved = (model.encode_text(words) - base.encode_text(words)).abs().max()
+    assert moved > 1e-3
+    # a frozen text side (the default) saves the base model's projection
+    frozen = train_head(dataclasses.replace(cfg, text_projection=False), base, real, feats, out_dir=tmp_path, name="f")
+    with torch.no_grad():
+        kept = load_model_file(frozen["checkpoint"]).eval()
+        torch.testing.assert_close(kept.encode_text(words), base.encode_text(words))
+
+
+def test_wise_mixes_a_trained_text_projection_too(tmp_path) -> None:
+    from musicsearch.train.heads import TEXT_TRAINED, TRAINED
+
+    base, real, feats = _genre_base()
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
+    start_path = train_head(cfg, base, real, feats, out_dir=tmp_path, name="start")["checkpoint"]
+    tune = dataclasses.replace(cfg, lr=1e-3, genre_rank_weight=5.0, init_from=start_path, text_projection=True)
+    full = train_head(tune, base, real, feats, out_dir=tmp_path, name="full")
+    part = train_head(dataclasses.replace(tune, wise=0.5), base, real, feats, out_dir=tmp_path, name="part")
+    s, f, p = (load_model_file(c).state_dict() for c in (start_path, full["checkpoint"], part["checkpoint"]))
+    text_keys = [k for k in f if k.startswith(TEXT_TRAINED)]
+    assert text_keys and any(not torch.allclose(f[k], s[k]) for k in text_keys)
+    for k in [*text_keys, *(k for k in f if k.startswith(TRAINED))]:
+        torch.testing.assert_close(p[k].double(), 0.5 * s[k].double() + 0.5 * f[k].double(), atol=1e-6, rtol=1e-5)
+
+
+def test_text_anchor_keeps_the_trained_words_near_their_start(tmp_path) -> None:
+    base, real, feats = _genre_base()
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=4, batch_size=16, seed=0, lr=3e-3,
+                          genre_rank_weight=5.0, text_projection=True)  # fmt: skip
+    words = ["classical", "rock", "jazz", "pop"]
+    with torch.no_grad():
+        start = base.eval().encode_text(words)
+
+    def drift(weight: float) -> float:
+        out = train_head(dataclasses.replace(cfg, text_anchor_weight=weight), base, real, feats, out_dir=tmp_path,
+                         name=f"t{weight}")  # fmt: skip
+        if weight:
+            assert all("text_anchor" in h and h["text_anchor"] >= 0 for h in out["history"])
+        with torch.no_grad():
+            now = load_model_file(out["checkpoint"]).eval().encode_text(words)
+        return float(1.0 - torch.nn.functional.cosine_similarity(now, start).mean())
+
+    free, anchored = drift(0.0), drift(100.0)
+    assert free > 0.0 and anchored < 0.5 * free
+    with pytest.raises(ConfigError, match="text_anchor_weight"):
+        train_head(dataclasses.replace(cfg, text_projection=False, text_anchor_weight=1.0), base, real, feats)
+
+
+def test_text_real_only_keeps_the_corpus_from_moving_the_words(tmp_path) -> None:
+    base, real, feats = _genre_base()
+    corpus = _windows(20, {0: "valid"}, "c", tags=True)
+    c_feats = BackboneFeatures(
+        [w.track_id for w in corpus],
+        np.random.default_rng(1).normal(size=(20, 3140)).astype(np.float32),
+        np.zeros((20, 100), np.float32),
+    )
+    # only the corpus texts' contrastive term is left: real windows have no text and no teacher terms
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0, lr=1e-3, weight_decay=0.0,
+                          soft_weight=0.0, pseudo_captions=False, text_projection=True)  # fmt: skip
+    words = ["a slow piano piece", "drums", "fast"]
+
+    def text_of(c: HeadTrainConfig, name: str) -> torch.Tensor:
+        out = train_head(c, base, real, feats, corpus, c_feats, out_dir=tmp_path, name=name)
+        with torch.no_grad():
+            return load_model_file(out["checkpoint"]).eval().encode_text(words)
+
+    with torch.no_grad():
+        start = base.eval().encode_text(words)
+    assert (text_of(cfg, "all") - start).abs().max() > 1e-3  # the corpus moves the words ...
+    torch.testing.assert_close(text_of(dataclasses.replace(cfg, text_real_only=True), "real"), start)  # ... or not
+    with pytest.raises(ConfigError, match="text_real_only"):
+        train_head(dataclasses.replace(cfg, text_projection=False, text_real_only=True), base, real, feats)

@@ -320,6 +320,16 @@ class HeadTrainConfig:
             the start is ``init_from``'s head or, without it, a residual tower's base model; a plain tower's fresh
             head is random, so it needs ``init_from``). 1 keeps the trained head; 0.1-0.3 keep most of
             what the start knew and part of what the fine-tuning taught (docs/results.md, issue 13).
+        text_projection: also train the text projection (the LayerNorm and Linear between the frozen text encoder
+            and the joint space) on the same losses, so the text side moves towards the real audio too. The
+            encoder stays frozen and its outputs are cached, so every word, trained on or not, moves by the same
+            linear map; the saved model's text projection is the trained one (``wise`` mixes it as well).
+        text_real_only: with ``text_projection``, only the real windows' terms move the text projection: the
+            corpus windows' texts enter the contrastive loss detached, so the corpus still shapes the audio head
+            but no word moves towards how the synthetic corpus renders it.
+        text_anchor_weight: with ``text_projection``, weight of a term that keeps every training text's
+            embedding (the window texts and tag words of the batch) where the starting model put it (mean of
+            ``1 - cos(new, start)``): the words the check sets were never trained on move less.
         seed: the one seed (initialisation, batches, text sampling).
     """
 
@@ -345,6 +355,9 @@ class HeadTrainConfig:
     init_from: str = ""
     anchor_weight: float = 0.0
     wise: float = 1.0
+    text_projection: bool = False
+    text_real_only: bool = False
+    text_anchor_weight: float = 0.0
     seed: int = 0
 
 
@@ -416,11 +429,40 @@ class _TextCache:
 #: restoring only the first would let the second's stale value win). Everything else (backbones, own tower, text
 #: side) stays frozen.
 TRAINED = ("audio_encoder.head.", "audio_projector.", "logit_scale", "head.logit_scale")
+#: The entries :attr:`HeadTrainConfig.text_projection` also trains.
+TEXT_TRAINED = ("text_projector.",)
 
 
-def _trained_state(model: Any) -> dict[str, torch.Tensor]:
-    """A copy of ``model``'s :data:`TRAINED` entries (detached from the graph, safe from later steps)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINED)}
+def _trained_state(model: Any, keys: tuple[str, ...] = TRAINED) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s entries that start with ``keys`` (detached from the graph, safe from later steps)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(keys)}
+
+
+class _TextFeatures:
+    """The frozen text encoder's outputs (before the text projection), computed once per distinct string in eval
+    mode; :meth:`embed` maps them through the (trainable) projection into the joint space, L2-normalised."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def add(self, texts: Sequence[str]) -> None:
+        new = sorted({t for t in texts if t not in self.cache})
+        if not new:
+            return
+        encoder = self.model.text_encoder
+        was_training = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            for a in range(0, len(new), 128):
+                for t, f in zip(new[a : a + 128], encoder(new[a : a + 128]).float()):
+                    self.cache[t] = f
+        encoder.train(was_training)
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        self.add(texts)
+        feats = torch.stack([self.cache[t] for t in texts])
+        return F.normalize(self.model.text_projector(feats), dim=-1)
 
 
 def _start_from(model: Any, checkpoint: str) -> None:
@@ -515,6 +557,11 @@ def train_head(
         )
     if not 0.0 <= cfg.wise <= 1.0:
         raise ConfigError(f"train_head needs 0 <= wise <= 1 (the trained head's weight), got {cfg.wise}")
+    if cfg.text_anchor_weight < 0 or ((cfg.text_anchor_weight > 0 or cfg.text_real_only) and not cfg.text_projection):
+        raise ConfigError(
+            f"text_anchor_weight={cfg.text_anchor_weight}, text_real_only={cfg.text_real_only}: the anchor must be "
+            ">= 0, and both need text_projection=True (they act on the trained text projection)"
+        )
     if len(real) != real_feats.features.shape[0] or (corpus and corpus_feats is None):
         raise ConfigError("every window needs its cached features (extract_features)")
     t_start = time.perf_counter()
@@ -529,7 +576,10 @@ def train_head(
             f"wise={cfg.wise} mixes the trained head with its start, and a fresh {cfg.preset} head is random: give "
             "init_from (the model to fall back towards), or use a -residual tower, whose start is the base model"
         )
-    start_state = _trained_state(model) if cfg.wise < 1.0 else {}
+    if cfg.text_projection and getattr(model, "text_projector", None) is None:
+        raise ConfigError("text_projection=True needs a model with a text projection (a text tower, not tag rows)")
+    keys = TRAINED + TEXT_TRAINED if cfg.text_projection else TRAINED
+    start_state = _trained_state(model, keys) if cfg.wise < 1.0 else {}
 
     # teachers' probabilities -> soft targets (all tags, natural text) and confident tags (merged vocabulary)
     teachers = list(source_audio.backbones)
@@ -573,12 +623,16 @@ def train_head(
         model.eval()
         with torch.no_grad():
             anchor = F.normalize(model.joint_from_features(all_feats), dim=-1)
+    # frozen text side: joint-space embeddings cached once (shared between runs); trained text projection: the
+    # encoder's outputs cached, the projection applied at every step
     cached_text = _TextCache(model, text_cache)
-    tag_emb = cached_text(tag_texts)  # (K, D), frozen
+    text_feats = _TextFeatures(model) if cfg.text_projection else None
+    embed_text = text_feats.embed if text_feats is not None else cached_text
+    tag_emb = cached_text(tag_texts)  # (K, D): frozen, or recomputed every step with text_projection
     soft = SoftTargetHead()
     genre_head = SoftTargetHead()  # its own ranking temperature for the genre words
     genres = [g for g in TEACHER_GENRES if g in vocab]  # an MSD-only tower's teacher has no "classical"
-    genre_emb = cached_text(genres)  # (G, D)
+    genre_emb = cached_text(genres)  # (G, D), as tag_emb
     window_genres = merged[:, [vocab.index(g) for g in genres]]  # (N_real, G)
     genre_probs = torch.from_numpy(track_means(window_genres, real) if cfg.genre_track_targets else window_genres)
     params = [*model.audio_encoder.head.parameters(), *model.audio_projector.parameters(), *soft.parameters()]
@@ -586,6 +640,8 @@ def train_head(
         params += list(genre_head.parameters())
     if hasattr(model, "logit_scale"):
         params.append(model.logit_scale)
+    if cfg.text_projection:
+        params += list(model.text_projector.parameters())
     # what the config makes trainable decides which text weights a checkpoint stores: restored before saving
     trainable_by_config = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
@@ -615,7 +671,10 @@ def train_head(
         is_valid = splits[i] == "valid"
         drawn = [draw_text(i, pool_rng, not is_valid) for _ in range(1 if is_valid else cfg.text_variants)]
         pools.append(sorted({d for d in drawn if d is not None}))
-    cached_text([t for p in pools for t in p])
+    pooled = [t for p in pools for t in p]
+    cached_text(pooled)  # every text's starting embedding (the text anchor's reference when the text side trains)
+    if text_feats is not None:
+        text_feats.add([*pooled, *tag_texts, *genres])
 
     def text_of(i: int, r: np.random.Generator, train: bool) -> str | None:
         p = pools[i]
@@ -629,7 +688,10 @@ def train_head(
         loss = audio.new_zeros(())
         if len(has) >= 2:
             a = F.normalize(audio[has], dim=-1)
-            t = cached_text([texts[k] for k in has])  # type: ignore[misc]
+            t = embed_text([texts[k] for k in has])  # type: ignore[misc]
+            if cfg.text_real_only:
+                real_row = torch.tensor([bool(idx[k] < n_real) for k in has])[:, None]
+                t = torch.where(real_row, t, t.detach())
             scale = model.logit_scale.exp().clamp(max=model.config.max_logit_scale)
             if cfg.corpus_weight == 1.0:
                 c = info_nce(a, t, scale)
@@ -639,16 +701,26 @@ def train_head(
             loss = loss + c
             stats["contrastive"] = float(c.detach())
         real_rows = [k for k, i in enumerate(idx) if i < n_real]
+        tags_now, genres_now = tag_emb, genre_emb
+        if text_feats is not None:
+            tags_now, genres_now = text_feats.embed(tag_texts), text_feats.embed(genres)
+            if cfg.text_anchor_weight > 0:
+                # the window texts of the batch (embedded by the contrastive term above) and every tag word
+                said = [texts[k] for k in has] if len(has) >= 2 else []
+                new = torch.cat([tags_now, genres_now, t if said else tags_now[:0]])
+                ta = anchor_loss(new, cached_text([*tag_texts, *genres, *said]))  # type: ignore[list-item]
+                loss = loss + cfg.text_anchor_weight * ta
+                stats["text_anchor"] = float(ta.detach())
         if real_rows and cfg.soft_weight > 0:
-            s = soft(audio[real_rows], tag_emb, probs[idx[real_rows]])
+            s = soft(audio[real_rows], tags_now, probs[idx[real_rows]])
             loss = loss + cfg.soft_weight * s
             stats["soft"] = float(s.detach())
         if real_rows and cfg.rank_weight > 0:
-            rk = soft.ranking(audio[real_rows], tag_emb, probs[idx[real_rows]], cfg.rank_power)
+            rk = soft.ranking(audio[real_rows], tags_now, probs[idx[real_rows]], cfg.rank_power)
             loss = loss + cfg.rank_weight * rk
             stats["rank"] = float(rk.detach())
         if real_rows and cfg.genre_rank_weight > 0:
-            gr = genre_head.ranking(audio[real_rows], genre_emb, genre_probs[idx[real_rows]], cfg.genre_rank_power)
+            gr = genre_head.ranking(audio[real_rows], genres_now, genre_probs[idx[real_rows]], cfg.genre_rank_power)
             loss = loss + cfg.genre_rank_weight * gr
             stats["genre_rank"] = float(gr.detach())
         if anchor is not None:
@@ -666,8 +738,9 @@ def train_head(
         for a in range(0, order.size, cfg.batch_size):
             loss, stats = batch_loss(order[a : a + cfg.batch_size], rng, True)
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            if loss.requires_grad:  # a batch no term applies to (e.g. no texts, no teacher terms) trains nothing
+                loss.backward()
+                opt.step()
             sched.step()
             for k, v in stats.items():
                 tot[k] = tot.get(k, 0.0) + v / steps_per_epoch
@@ -680,7 +753,7 @@ def train_head(
         history.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in tot.items()}, "valid": round(val, 4)})
         log.info("head epoch %d: %s", epoch + 1, history[-1])
         if best is None or val < best[0]:
-            best = (val, epoch + 1, _trained_state(model))
+            best = (val, epoch + 1, _trained_state(model, keys))
     assert best is not None
     trained = best[2] if cfg.wise == 1.0 else interpolate_states(start_state, best[2], cfg.wise)
     model.load_state_dict({**model.state_dict(), **trained})
