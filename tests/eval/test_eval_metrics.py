@@ -180,6 +180,21 @@ def test_classification_accuracy_and_argmax_tie() -> None:
     assert out["accuracy"] == pytest.approx(2 / 3)
     assert out["per_class"]["a"] == {"n": 0, "accuracy": None}
     assert out["per_class"]["b"]["accuracy"] == 0.5
+    assert out["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)  # classes b and c; a is absent
+
+
+def test_balanced_accuracy_matches_sklearn_and_scores_a_constant_answer_at_chance() -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(4)
+    truth = rng.choice(3, size=60, p=[0.7, 0.2, 0.1])
+    scores = rng.normal(size=(60, 3))
+    out = M.evaluate_classification(truth, scores)
+    assert out["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, M.predict_classes(scores)))
+    always_majority = np.tile([1.0, 0.0, 0.0], (60, 1))
+    constant = M.evaluate_classification(truth, always_majority)
+    assert constant["accuracy"] == pytest.approx(np.mean(truth == 0))  # the majority's share ...
+    assert constant["balanced_accuracy"] == pytest.approx(1 / 3)  # ... but chance when balanced
 
 
 def test_evaluate_tagging_reports_skipped_labels_and_per_label_values() -> None:

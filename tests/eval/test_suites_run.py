@@ -168,7 +168,7 @@ def test_report_tables_for_transfer_and_unseen() -> None:
         "model": {"name": "m1", "objective": "contrastive"},
         "results": {
             "zeroshot": {
-                "gtzan": {"metric": "accuracy", "accuracy": 0.5},
+                "gtzan": {"metric": "accuracy", "accuracy": 0.5, "balanced_accuracy": 0.25},
                 "mtat": {"metric": "roc_auc", "roc_auc": 0.75, "pr_auc": 0.2},
                 "kvt": {"metric": "f1", "f1": 0.6},
                 "manifest": {"metric": "roc_auc", "roc_auc": float("nan"), "pr_auc": 0.1},
@@ -178,7 +178,7 @@ def test_report_tables_for_transfer_and_unseen() -> None:
     }
     md = markdown_report([to_jsonable(run)])
     assert "| model | gtzan (acc) | mtat (ROC / PR) | kvt (F1) | manifest (ROC / PR) |" in md
-    assert "| m1 | 50.0 | 75.0 / 20.0 | 60.0 | – / 10.0 |" in md
+    assert "| m1 | 50.0 (bal. 25.0) | 75.0 / 20.0 | 60.0 | – / 10.0 |" in md
     assert "| *paper (published): contrastive, BERT, stochastic* | 87.9 | 78.4 / 21.2 | 70.3 | – |" in md
     assert "## Probing (mlp head" in md and "| m1 | 62.5 |" in md
     assert "89.0" in md  # the paper's MLP probing on GTZAN

@@ -76,6 +76,10 @@ def test_zeroshot_accuracy_is_the_argmax_of_label_cosines(
     pred = np.argmax(normalize(x[test]) @ labels.T, axis=1)
     assert res["split"] == "test" and res["n_tracks"] == test.size == 20
     assert res["accuracy"] == pytest.approx(metrics.accuracy(ds.labels[test], pred))
+    # balanced accuracy: the mean of the classes' recalls, spelled out over the test tracks' classes
+    truth = ds.labels[test]
+    recalls = [np.mean(pred[truth == c] == c) for c in np.unique(truth)]
+    assert res["balanced_accuracy"] == pytest.approx(float(np.mean(recalls)))
     assert res["label_texts"]["hiphop"] == "hip hop" and list(res["label_texts"].values()) == texts
     assert res["coverage"] == 1.0 and res["unscored_labels"] == []
     prompted = evaluate_zeroshot(model, x, ds, prompt="a {} song")

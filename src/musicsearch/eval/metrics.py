@@ -519,8 +519,10 @@ def evaluate_classification(y_true: Any, scores: Any, *, label_names: Sequence[s
     """Single-label scores of an (N, C) score matrix: accuracy of the arg-max (ties to the lowest index).
 
     Returns:
-        ``{"accuracy", "n_tracks", "n_classes", "per_class": {name: {"n", "accuracy"}}}`` (per-class accuracy
-        is the recall of that class; ``None`` for a class absent from ``y_true``).
+        ``{"accuracy", "balanced_accuracy", "n_tracks", "n_classes", "per_class": {name: {"n", "accuracy"}}}``
+        (per-class accuracy is the recall of that class, ``None`` for a class absent from ``y_true``; balanced
+        accuracy is the mean recall over the classes present, so a constant answer scores ``1 / classes``
+        however the classes are balanced, where plain accuracy gives it the majority class's share).
     """
     t = np.asarray(y_true).astype(np.int64).reshape(-1)
     pred = predict_classes(scores)
@@ -536,4 +538,11 @@ def evaluate_classification(y_true: Any, scores: Any, *, label_names: Sequence[s
     for i, name in enumerate(names):
         m = t == i
         per[name] = {"n": int(m.sum()), "accuracy": float((pred[m] == i).mean()) if m.any() else None}
-    return {"accuracy": accuracy(t, pred), "n_tracks": int(t.shape[0]), "n_classes": c, "per_class": per}
+    recalls = [v["accuracy"] for v in per.values() if v["accuracy"] is not None]
+    return {
+        "accuracy": accuracy(t, pred),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "n_tracks": int(t.shape[0]),
+        "n_classes": c,
+        "per_class": per,
+    }
