@@ -52,12 +52,22 @@ def _pct(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * float(x):.1f}"
 
 
-def vgmidi_cells(r: dict[str, Any], suite: str) -> str:
+def balanced_accuracy(res: dict[str, Any]) -> float | None:
+    """A single-label result's balanced accuracy: its own figure, or (results older than it) the mean of its
+    ``per_class`` recalls."""
+    if res.get("balanced_accuracy") is not None:
+        return float(res["balanced_accuracy"])
+    recalls = [v["accuracy"] for v in res.get("per_class", {}).values() if v.get("accuracy") is not None]
+    return float(np.mean(recalls)) if recalls else None
+
+
+def vgmidi_cells(r: dict[str, Any], suite: str, balanced: bool = False) -> str:
     """The three VGMIDI accuracies (quadrant / valence / arousal) of one suite's results in ``r``, in percent
-    (``-`` when the suite was not run)."""
+    (``-`` when the suite was not run); ``balanced``: their balanced accuracies instead."""
     if suite not in r:
         return "-"
-    return " / ".join(_pct(r[suite].get(d, {}).get("accuracy")) for d in VGMIDI)
+    res = [r[suite].get(d, {}) for d in VGMIDI]
+    return " / ".join(_pct(balanced_accuracy(x) if balanced else x.get("accuracy")) for x in res)
 
 
 def librosa_mrr(model: Any) -> dict[str, Any]:
