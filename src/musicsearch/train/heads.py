@@ -9,7 +9,8 @@ The recipe of issue 13, for a frozen backbone (``backbone_trainable=False``), in
    ``.npz`` chunks, so an interrupted run resumes.
 2. :func:`train_head`: the head (and the audio projector) is trained from those features, the text tower frozen
    (the starting model's, so every word it knew keeps its place in the joint space; its outputs are cached per
-   text). Each batch mixes
+   text), or with ``text_projection`` only its encoder frozen and the projection after it trained too. Each batch
+   mixes
 
    * corpus windows with a stochastic text of their true tags (or one of their captions): contrastive loss;
    * real windows with a pseudo-caption of their confident teacher tags (calibrated per tag without labels,
@@ -329,7 +330,7 @@ class HeadTrainConfig:
             but no word moves towards how the synthetic corpus renders it.
         text_anchor_weight: with ``text_projection``, weight of a term that keeps every training text's
             embedding (the window texts and tag words of the batch) where the starting model put it (mean of
-            ``1 - cos(new, start)``): the words the check sets were never trained on move less.
+            ``1 - cos(new, start)``): the projection moves less, so the words no training text holds move less too.
         seed: the one seed (initialisation, batches, text sampling).
     """
 
@@ -427,7 +428,7 @@ class _TextCache:
 #: The state entries a head training changes (and ``init_from`` copies): the tower's head, the audio projection
 #: and the logit scale, which the state dict holds twice (``logit_scale`` and ``head.logit_scale``, one parameter;
 #: restoring only the first would let the second's stale value win). Everything else (backbones, own tower, text
-#: side) stays frozen.
+#: side) stays frozen, except the text projection with ``text_projection`` (:data:`TEXT_TRAINED`).
 TRAINED = ("audio_encoder.head.", "audio_projector.", "logit_scale", "head.logit_scale")
 #: The entries :attr:`HeadTrainConfig.text_projection` also trains.
 TEXT_TRAINED = ("text_projector.",)
@@ -524,7 +525,8 @@ def train_head(
             ``real_test.jsonl`` (the held-out windows with the teachers' calibrated tags) are written.
         name: file stem of the outputs.
         text_cache: a dict of text -> unit joint-space embedding shared between runs with the same ``base`` (the
-            text side is frozen, so several heads trained in one process embed each text once); filled here.
+            frozen text side's embeddings, so several heads trained in one process embed each text once; with
+            ``text_projection`` they are the starting embeddings, the text anchor's reference); filled here.
 
     Returns:
         A JSON-ready summary: config, windows per split, epochs' losses, best epoch, seconds, checkpoint path.
