@@ -55,10 +55,11 @@ def _pct(x: Any) -> str:
 def balanced_accuracy(res: dict[str, Any]) -> float | None:
     """A single-label result's balanced accuracy: its own figure, or (results older than it) the mean of its
     ``per_class`` recalls."""
+    from musicsearch.eval.metrics import mean_class_recall
+
     if res.get("balanced_accuracy") is not None:
         return float(res["balanced_accuracy"])
-    recalls = [v["accuracy"] for v in res.get("per_class", {}).values() if v.get("accuracy") is not None]
-    return float(np.mean(recalls)) if recalls else None
+    return mean_class_recall(res["per_class"]) if res.get("per_class") else None
 
 
 def vgmidi_cells(r: dict[str, Any], suite: str, balanced: bool = False) -> str:

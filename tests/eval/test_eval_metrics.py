@@ -195,6 +195,9 @@ def test_balanced_accuracy_matches_sklearn_and_scores_a_constant_answer_at_chanc
     constant = M.evaluate_classification(truth, always_majority)
     assert constant["accuracy"] == pytest.approx(np.mean(truth == 0))  # the majority's share ...
     assert constant["balanced_accuracy"] == pytest.approx(1 / 3)  # ... but chance when balanced
+    assert M.mean_class_recall(constant["per_class"]) == constant["balanced_accuracy"]
+    with pytest.raises(MusicSearchError, match="balanced accuracy"):
+        M.mean_class_recall({"a": {"n": 0, "accuracy": None}})
 
 
 def test_evaluate_tagging_reports_skipped_labels_and_per_label_values() -> None:

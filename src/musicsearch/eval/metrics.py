@@ -16,7 +16,7 @@ Large label matrices are processed in column blocks, so memory stays bounded (EC
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -515,6 +515,19 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
     return float((t == p).mean())
 
 
+def mean_class_recall(per_class: Mapping[str, Mapping[str, Any]]) -> float:
+    """Balanced accuracy from :func:`evaluate_classification`'s ``per_class``: the mean of the classes' recalls
+    (their ``accuracy``), over the classes present (a ``None`` recall is a class absent from the labels).
+
+    Raises:
+        MusicSearchError: no class is present.
+    """
+    recalls = [float(v["accuracy"]) for v in per_class.values() if v.get("accuracy") is not None]
+    if not recalls:
+        raise MusicSearchError("balanced accuracy needs at least one class with tracks")
+    return float(np.mean(recalls))
+
+
 def evaluate_classification(y_true: Any, scores: Any, *, label_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Single-label scores of an (N, C) score matrix: accuracy of the arg-max (ties to the lowest index).
 
@@ -538,10 +551,9 @@ def evaluate_classification(y_true: Any, scores: Any, *, label_names: Sequence[s
     for i, name in enumerate(names):
         m = t == i
         per[name] = {"n": int(m.sum()), "accuracy": float((pred[m] == i).mean()) if m.any() else None}
-    recalls = [v["accuracy"] for v in per.values() if v["accuracy"] is not None]
     return {
         "accuracy": accuracy(t, pred),
-        "balanced_accuracy": float(np.mean(recalls)),
+        "balanced_accuracy": mean_class_recall(per),
         "n_tracks": int(t.shape[0]),
         "n_classes": c,
         "per_class": per,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 import musicsearch
-from musicsearch.data.manifest import Track, read_manifest, tag_vocabulary
+from musicsearch.data.manifest import SPLITS, Track, read_manifest, tag_vocabulary
 from musicsearch.data.sources.ecals import read_ecals
 from musicsearch.data.sources.labels import LabelledDataset
 from musicsearch.data.sources.registry import load_dataset
@@ -403,8 +403,8 @@ def _dataset_embeddings(
 def zeroshot_suite(model: Any, opts: SuiteOptions) -> dict[str, Any]:
     """Zero-shot transfer on each dataset of ``opts.datasets``."""
     out: dict[str, Any] = {}
-    if opts.zeroshot_split not in (None, "test", "valid", "train", "all"):
-        raise ConfigError(f"zeroshot_split must be test, valid, train or all, got {opts.zeroshot_split!r}")
+    if opts.zeroshot_split not in (None, *SPLITS, "all"):  # before any dataset is loaded
+        raise ConfigError(f"zeroshot_split must be one of {(*SPLITS, 'all')}, got {opts.zeroshot_split!r}")
     for ds in _load(opts):
         rows, _ = zeroshot_rows(ds, opts.zeroshot_split)
         if ds.metric == "f1":  # thresholds tuned on validation as well
