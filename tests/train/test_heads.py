@@ -476,3 +476,69 @@ def test_text_real_only_keeps_the_corpus_from_moving_the_words(tmp_path) -> None
     torch.testing.assert_close(text_of(dataclasses.replace(cfg, text_real_only=True), "real"), start)  # ... or not
     with pytest.raises(ConfigError, match="text_real_only"):
         train_head(dataclasses.replace(cfg, text_projection=False, text_real_only=True), base, real, feats)
+
+
+def test_keep_loss_matches_a_plain_loop() -> None:
+    from musicsearch.train.heads import keep_distributions, keep_loss
+
+    rng = np.random.default_rng(5)
+    a, w, a0 = rng.normal(size=(5, 8)), rng.normal(size=(7, 8)), rng.normal(size=(5, 8))
+    scale = 12.0
+
+    def dist(x: np.ndarray) -> np.ndarray:
+        rows = []
+        for i in range(x.shape[0]):
+            z = [scale * x[i] @ w[j] / (np.linalg.norm(x[i]) * np.linalg.norm(w[j])) for j in range(w.shape[0])]
+            e = np.exp(np.array(z) - max(z))
+            rows.append(e / e.sum())
+        return np.array(rows)
+
+    p0, p = dist(a0), dist(a)
+    want = np.mean([sum(p0[i, j] * np.log(p0[i, j] / p[i, j]) for j in range(7)) for i in range(5)])
+    t = lambda x: torch.from_numpy(x).float()  # noqa: E731
+    start = keep_distributions(t(a0), t(w), scale)
+    np.testing.assert_allclose(start.numpy(), p0, rtol=1e-4, atol=1e-6)  # float32 softmax of 7 logits up to 12
+    assert abs(float(keep_loss(t(a), t(w), start, scale)) - want) <= 1e-4 * max(1.0, want)
+    # the start itself (any norm) has nothing to keep
+    assert float(keep_loss(3.0 * t(a0), t(w), start, scale)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_keep_weight_keeps_the_corpus_windows_view_of_the_words(tmp_path) -> None:
+    from musicsearch.train.heads import keep_distributions
+
+    base, real, feats = _genre_base()
+    corpus = _windows(20, {0: "valid"}, "c", tags=True)
+    c_feats = BackboneFeatures(
+        [w.track_id for w in corpus],
+        np.random.default_rng(1).normal(size=(20, 3140)).astype(np.float32),
+        np.zeros((20, 100), np.float32),
+    )
+    cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
+    start_path = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=tmp_path, name="start")["checkpoint"]
+    tune = dataclasses.replace(cfg, epochs=5, lr=3e-3, genre_rank_weight=5.0, init_from=start_path,
+                               text_projection=True)  # fmt: skip
+    words = ["drums", "fast", "piano", "slow"]  # the corpus's tags
+    start = load_model_file(start_path).eval()
+    cols = feature_columns(PRESETS.get("musicnn-both-small")()[0], start.config.audio)
+    x = torch.from_numpy(c_feats.features[:, cols])
+    scale = float(start.logit_scale.detach().exp())  # the scale the loss compares at
+
+    def view(path: str) -> torch.Tensor:
+        m = load_model_file(path).eval()
+        with torch.no_grad():
+            return keep_distributions(m.joint_from_features(x), m.encode_text(words), scale)
+
+    def moved(weight: float) -> float:
+        out = train_head(dataclasses.replace(tune, keep_weight=weight), base, real, feats, corpus, c_feats,
+                         out_dir=tmp_path, name=f"k{weight}")  # fmt: skip
+        if weight:
+            assert all("keep" in h and h["keep"] >= 0 for h in out["history"])
+        p0, p = view(start_path), view(out["checkpoint"])
+        return float((p0 * (p0 / p).log()).sum(dim=-1).mean())  # KL(start || new) per window, as the loss
+
+    free, kept = moved(0.0), moved(100.0)
+    assert free > 0.0 and kept < 0.5 * free
+    with pytest.raises(ConfigError, match="keep_weight"):
+        train_head(dataclasses.replace(cfg, keep_weight=1.0), base, real, feats)  # no corpus: no words to keep
+    with pytest.raises(ConfigError, match="keep_weight"):
+        train_head(dataclasses.replace(cfg, keep_weight=-1.0), base, real, feats, corpus, c_feats)

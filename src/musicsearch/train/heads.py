@@ -331,6 +331,11 @@ class HeadTrainConfig:
         text_anchor_weight: with ``text_projection``, weight of a term that keeps every training text's
             embedding (the window texts and tag words of the batch) where the starting model put it (mean of
             ``1 - cos(new, start)``): the projection moves less, so the words no training text holds move less too.
+        keep_weight: weight of a term that keeps how every corpus window weighs the corpus's tag words (all of
+            them: genres, instruments, moods, ...) as the starting model did (:func:`keep_loss`, the KL divergence
+            between the start's and the new model's softmax over the words at the start's logit scale). The real
+            windows move the space towards the teachers; the rendered corpus, closest to rendered-MIDI material
+            such as VGMIDI, keeps what the start said about it. Needs corpus windows with tags.
         seed: the one seed (initialisation, batches, text sampling).
     """
 
@@ -359,6 +364,7 @@ class HeadTrainConfig:
     text_projection: bool = False
     text_real_only: bool = False
     text_anchor_weight: float = 0.0
+    keep_weight: float = 0.0
     seed: int = 0
 
 
@@ -405,6 +411,26 @@ def anchor_loss(audio: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         start: ``(B, D)`` the starting model's embeddings of the same windows (any norm).
     """
     return (1.0 - F.cosine_similarity(audio, start, dim=-1)).mean()
+
+
+def keep_loss(audio: torch.Tensor, words: torch.Tensor, start_probs: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean over rows of ``KL(start_probs_i || softmax(scale * cos(audio_i, words)))``: how far each window's
+    distribution over a fixed word list has moved from the starting model's (learning without forgetting: Li and
+    Hoiem, ECCV 2016). 0 where every window weighs the words as it did at the start.
+
+    Args:
+        audio: ``(B, D)`` audio embeddings (any norm).
+        words: ``(V, D)`` the words' text embeddings (any norm).
+        start_probs: ``(B, V)`` the starting model's distributions (rows sum to 1).
+        scale: the softmax scale of both (the starting model's logit scale, fixed).
+    """
+    logits = scale * (F.normalize(audio, dim=-1) @ F.normalize(words, dim=-1).T)
+    return F.kl_div(F.log_softmax(logits, dim=-1), start_probs, reduction="batchmean")
+
+
+def keep_distributions(audio: torch.Tensor, words: torch.Tensor, scale: float) -> torch.Tensor:
+    """``softmax(scale * cos(audio_i, words))`` per row: the reference :func:`keep_loss` compares with."""
+    return F.softmax(scale * (F.normalize(audio, dim=-1) @ F.normalize(words, dim=-1).T), dim=-1)
 
 
 class _TextCache:
@@ -559,6 +585,11 @@ def train_head(
         )
     if not 0.0 <= cfg.wise <= 1.0:
         raise ConfigError(f"train_head needs 0 <= wise <= 1 (the trained head's weight), got {cfg.wise}")
+    if cfg.keep_weight < 0 or (cfg.keep_weight > 0 and not any(w.tags for w in corpus)):
+        raise ConfigError(
+            f"keep_weight={cfg.keep_weight}: it must be >= 0, and > 0 needs corpus windows with tags "
+            "(the words it keeps)"
+        )
     if cfg.text_anchor_weight < 0 or ((cfg.text_anchor_weight > 0 or cfg.text_real_only) and not cfg.text_projection):
         raise ConfigError(
             f"text_anchor_weight={cfg.text_anchor_weight}, text_real_only={cfg.text_real_only}: the anchor must be "
@@ -629,6 +660,17 @@ def train_head(
     # encoder's outputs cached, the projection applied at every step
     cached_text = _TextCache(model, text_cache)
     text_feats = _TextFeatures(model) if cfg.text_projection else None
+    keep_words = sorted({str(tag) for w in corpus for tag in w.tags}) if cfg.keep_weight > 0 else []
+    keep_probs: torch.Tensor | None = None
+    keep_scale = 1.0
+    if keep_words:  # the starting model's distributions over the corpus words, for every corpus window
+        model.eval()
+        with torch.no_grad():
+            keep_scale = float(model.logit_scale.exp().clamp(max=model.config.max_logit_scale))
+            start_audio = model.joint_from_features(all_feats[n_real:])
+            keep_probs = keep_distributions(start_audio, cached_text(keep_words), keep_scale)
+        if text_feats is not None:
+            text_feats.add(keep_words)
     embed_text = text_feats.embed if text_feats is not None else cached_text
     tag_emb = cached_text(tag_texts)  # (K, D): frozen, or recomputed every step with text_projection
     soft = SoftTargetHead()
@@ -725,6 +767,12 @@ def train_head(
             gr = genre_head.ranking(audio[real_rows], genres_now, genre_probs[idx[real_rows]], cfg.genre_rank_power)
             loss = loss + cfg.genre_rank_weight * gr
             stats["genre_rank"] = float(gr.detach())
+        corpus_rows = [k for k, i in enumerate(idx) if i >= n_real]
+        if keep_probs is not None and corpus_rows:
+            words = text_feats.embed(keep_words) if text_feats is not None else cached_text(keep_words)
+            kp = keep_loss(audio[corpus_rows], words, keep_probs[idx[corpus_rows] - n_real], keep_scale)
+            loss = loss + cfg.keep_weight * kp
+            stats["keep"] = float(kp.detach())
         if anchor is not None:
             an = anchor_loss(audio, anchor[torch.from_numpy(idx)])
             loss = loss + cfg.anchor_weight * an
