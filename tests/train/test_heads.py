@@ -101,6 +101,17 @@ def _windows(n: int, split_of: dict[int, str], prefix: str, tags: bool) -> list[
     ]
 
 
+def _tagged_corpus() -> tuple[list[Track], BackboneFeatures]:
+    """20 tagged corpus windows (two tag sets, a valid split) with random cached features (seeded)."""
+    corpus = _windows(20, {0: "valid"}, "c", tags=True)
+    c_feats = BackboneFeatures(
+        [w.track_id for w in corpus],
+        np.random.default_rng(1).normal(size=(20, 3140)).astype(np.float32),
+        np.zeros((20, 100), np.float32),
+    )
+    return corpus, c_feats
+
+
 def test_train_head_on_cached_features(tmp_path) -> None:
     pytest.importorskip("musicnn.configuration", reason="needs `pip install --no-deps musicnn` (checkpoint files)")
     torch.manual_seed(0)
@@ -251,12 +262,7 @@ def test_train_head_corpus_weight_and_init_from(tmp_path) -> None:
     torch.manual_seed(0)
     base = build_model(model_config("small", text_encoder="tiny-bert"))
     real, feats = _genre_setup()
-    corpus = _windows(20, {0: "valid"}, "c", tags=True)
-    c_feats = BackboneFeatures(
-        [w.track_id for w in corpus],
-        np.random.default_rng(1).normal(size=(20, 3140)).astype(np.float32),
-        np.zeros((20, 100), np.float32),
-    )
+    corpus, c_feats = _tagged_corpus()
     cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
     one = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=tmp_path, name="one")
     heavy = train_head(dataclasses.replace(cfg, corpus_weight=4.0), base, real, feats, corpus, c_feats)
@@ -454,12 +460,7 @@ def test_text_anchor_keeps_the_trained_words_near_their_start(tmp_path) -> None:
 
 def test_text_real_only_keeps_the_corpus_from_moving_the_words(tmp_path) -> None:
     base, real, feats = _genre_base()
-    corpus = _windows(20, {0: "valid"}, "c", tags=True)
-    c_feats = BackboneFeatures(
-        [w.track_id for w in corpus],
-        np.random.default_rng(1).normal(size=(20, 3140)).astype(np.float32),
-        np.zeros((20, 100), np.float32),
-    )
+    corpus, c_feats = _tagged_corpus()
     # only the corpus texts' contrastive term is left: real windows have no text and no teacher terms
     cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0, lr=1e-3, weight_decay=0.0,
                           soft_weight=0.0, pseudo_captions=False, text_projection=True)  # fmt: skip
@@ -507,12 +508,7 @@ def test_keep_weight_keeps_the_corpus_windows_view_of_the_words(tmp_path) -> Non
     from musicsearch.train.heads import keep_distributions
 
     base, real, feats = _genre_base()
-    corpus = _windows(20, {0: "valid"}, "c", tags=True)
-    c_feats = BackboneFeatures(
-        [w.track_id for w in corpus],
-        np.random.default_rng(1).normal(size=(20, 3140)).astype(np.float32),
-        np.zeros((20, 100), np.float32),
-    )
+    corpus, c_feats = _tagged_corpus()
     cfg = HeadTrainConfig(preset="musicnn-msd-small", epochs=2, batch_size=16, seed=0)
     start_path = train_head(cfg, base, real, feats, corpus, c_feats, out_dir=tmp_path, name="start")["checkpoint"]
     tune = dataclasses.replace(cfg, epochs=5, lr=3e-3, genre_rank_weight=5.0, init_from=start_path,
