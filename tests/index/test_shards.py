@@ -266,7 +266,8 @@ def test_shards_written_concurrently_merge_into_the_single_process_store(
                      float(np.finfo(np.float32).eps))  # fmt: skip
             rel = np.array([h.relevance for h in want])
             z = np.abs(np.log(rel / (1 - rel))) / cal.slope + max(abs(cal.text_z0), abs(cal.audio_z0))
-            tol = cal.slope / 4 * 4 * ds / min(cal.text_sd, cal.audio_sd) * (1 + z)
+            dz = 4 * ds / min(cal.text_sd, cal.audio_sd) * (1 + z)  # four terms, each ds / spread (scaled by z)
+            tol = cal.slope / 4 * dz
             assert np.all(np.abs(np.array([h.relevance for h in got]) - rel) <= tol)
 
     # the merged store is an ordinary store: a rerun over the whole folder redoes nothing

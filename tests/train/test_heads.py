@@ -524,12 +524,14 @@ def test_keep_weight_keeps_the_corpus_windows_view_of_the_words(tmp_path) -> Non
         with torch.no_grad():
             return keep_distributions(m.joint_from_features(x), m.encode_text(words), scale)
 
+    p0 = view(start_path)
+
     def moved(weight: float) -> float:
         out = train_head(dataclasses.replace(tune, keep_weight=weight), base, real, feats, corpus, c_feats,
                          out_dir=tmp_path, name=f"k{weight}")  # fmt: skip
         if weight:
             assert all("keep" in h and h["keep"] >= 0 for h in out["history"])
-        p0, p = view(start_path), view(out["checkpoint"])
+        p = view(out["checkpoint"])
         return float((p0 * (p0 / p).log()).sum(dim=-1).mean())  # KL(start || new) per window, as the loss
 
     free, kept = moved(0.0), moved(100.0)

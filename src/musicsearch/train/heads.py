@@ -424,13 +424,17 @@ def keep_loss(audio: torch.Tensor, words: torch.Tensor, start_probs: torch.Tenso
         start_probs: ``(B, V)`` the starting model's distributions (rows sum to 1).
         scale: the softmax scale of both (the starting model's logit scale, fixed).
     """
-    logits = scale * (F.normalize(audio, dim=-1) @ F.normalize(words, dim=-1).T)
-    return F.kl_div(F.log_softmax(logits, dim=-1), start_probs, reduction="batchmean")
+    return F.kl_div(F.log_softmax(_word_logits(audio, words, scale), dim=-1), start_probs, reduction="batchmean")
 
 
 def keep_distributions(audio: torch.Tensor, words: torch.Tensor, scale: float) -> torch.Tensor:
     """``softmax(scale * cos(audio_i, words))`` per row: the reference :func:`keep_loss` compares with."""
-    return F.softmax(scale * (F.normalize(audio, dim=-1) @ F.normalize(words, dim=-1).T), dim=-1)
+    return F.softmax(_word_logits(audio, words, scale), dim=-1)
+
+
+def _word_logits(audio: torch.Tensor, words: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(B, V)`` scaled cosines of every audio row with every word (inputs of any norm)."""
+    return scale * (F.normalize(audio, dim=-1) @ F.normalize(words, dim=-1).T)
 
 
 class _TextCache:
@@ -651,24 +655,22 @@ def train_head(
     if train_idx.size == 0:
         raise ConfigError("no training windows (split 'train')")
 
-    anchor: torch.Tensor | None = None
-    if cfg.anchor_weight > 0:  # the starting model's embeddings of every window (eval mode: no dropout)
+    keep_words = sorted({str(tag) for w in corpus for tag in w.tags}) if cfg.keep_weight > 0 else []
+    start_joint: torch.Tensor | None = None
+    if cfg.anchor_weight > 0 or keep_words:  # the starting model's embeddings of every window (eval: no dropout)
         model.eval()
         with torch.no_grad():
-            anchor = F.normalize(model.joint_from_features(all_feats), dim=-1)
+            start_joint = F.normalize(model.joint_from_features(all_feats), dim=-1)
+    anchor = start_joint if cfg.anchor_weight > 0 else None
     # frozen text side: joint-space embeddings cached once (shared between runs); trained text projection: the
     # encoder's outputs cached, the projection applied at every step
     cached_text = _TextCache(model, text_cache)
     text_feats = _TextFeatures(model) if cfg.text_projection else None
-    keep_words = sorted({str(tag) for w in corpus for tag in w.tags}) if cfg.keep_weight > 0 else []
     keep_probs: torch.Tensor | None = None
-    keep_scale = 1.0
-    if keep_words:  # the starting model's distributions over the corpus words, for every corpus window
-        model.eval()
-        with torch.no_grad():
-            keep_scale = float(model.logit_scale.exp().clamp(max=model.config.max_logit_scale))
-            start_audio = model.joint_from_features(all_feats[n_real:])
-            keep_probs = keep_distributions(start_audio, cached_text(keep_words), keep_scale)
+    keep_emb = cached_text(keep_words) if keep_words else None  # (V, D), as tag_emb below
+    keep_scale = float(model.logit_scale.detach().exp().clamp(max=model.config.max_logit_scale))
+    if start_joint is not None and keep_emb is not None:  # the start's distributions over the corpus words
+        keep_probs = keep_distributions(start_joint[n_real:], keep_emb, keep_scale)
         if text_feats is not None:
             text_feats.add(keep_words)
     embed_text = text_feats.embed if text_feats is not None else cached_text
@@ -768,8 +770,8 @@ def train_head(
             loss = loss + cfg.genre_rank_weight * gr
             stats["genre_rank"] = float(gr.detach())
         corpus_rows = [k for k, i in enumerate(idx) if i >= n_real]
-        if keep_probs is not None and corpus_rows:
-            words = text_feats.embed(keep_words) if text_feats is not None else cached_text(keep_words)
+        if keep_probs is not None and keep_emb is not None and corpus_rows:
+            words = text_feats.embed(keep_words) if text_feats is not None else keep_emb
             kp = keep_loss(audio[corpus_rows], words, keep_probs[idx[corpus_rows] - n_real], keep_scale)
             loss = loss + cfg.keep_weight * kp
             stats["keep"] = float(kp.detach())
